@@ -1,0 +1,33 @@
+"""reslab: deep residual networks and their family.
+
+>>> import reslab
+>>> model = reslab.create_model("resnet20")
+>>> reslab.model_info("resnet50").params
+25557032
+"""
+
+from .errors import ReslabError
+from .models import (
+    BasicBlock,
+    Bottleneck,
+    CifarResNet,
+    ModelInfo,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ResNet,
+    ShortcutA,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+from .summary import summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
+    "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
+    "create_model", "list_models", "model_info", "register_model", "summary",
+]

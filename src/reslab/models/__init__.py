@@ -1,0 +1,19 @@
+"""Residual networks: blocks, the two network classes, the registry."""
+
+from . import zoo  # noqa: F401  (registers every named model)
+from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ShortcutA
+from .registry import (
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+from .resnet import CifarResNet, ResNet
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
+    "PreActBottleneck", "ResNet", "ShortcutA", "UnknownModelError", "create_model",
+    "list_models", "model_info", "register_model",
+]
