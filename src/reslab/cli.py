@@ -73,6 +73,10 @@ def _run_summary(args: argparse.Namespace) -> None:
     print(s.to_json() if args.json else s)
 
 
+# --- data, training, evaluation (train/, data/): train, eval, predict, plot, demo, experiment
+
+# --- performance (bench.py, export.py): bench, export
+
 # --- shared argument types --------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
