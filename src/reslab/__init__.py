@@ -6,6 +6,7 @@
 25557032
 """
 
+from . import data
 from .errors import ReslabError
 from .models import (
     BasicBlock,

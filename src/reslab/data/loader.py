@@ -1,0 +1,152 @@
+"""Batches from a uint8 dataset held on the training device, augmented with tensor ops.
+
+The dataset moves to the device once. Each batch is one gather from the
+uint8 images (4-pixel zero padding, random crop and horizontal flip folded
+into the gather index), then one fused multiply-add that converts to float
+and normalizes. The order and augmentation of a batch are a pure function of
+(seed, epoch, batch index), so resuming needs no saved RNG state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ReslabError
+from .datasets import Dataset
+
+AUGMENTS = ("cifar", "flip", None)
+PAD = 4  # the paper's CIFAR padding (He et al. 2016, section 4.2)
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers, stable across runs and platforms."""
+    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def augment_index(n: int, h: int, w: int, pad: int, flip: bool, generator: torch.Generator
+                  ) -> Tensor:
+    """Gather indices (n, h*w) into (h + 2*pad) x (w + 2*pad) padded images.
+
+    Each image gets a random offset in [0, 2*pad] per axis (a random crop of
+    the padded image) and, with `flip`, a horizontal flip with probability 1/2.
+    """
+    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator)
+    cols = torch.arange(w).view(1, 1, w)
+    if flip:
+        mirrored = torch.rand(n, 1, 1, generator=generator) < 0.5
+        cols = torch.where(mirrored, w - 1 - cols, cols)
+    rows = torch.arange(h).view(1, h, 1)
+    return ((rows + dy) * (w + 2 * pad) + cols + dx).view(n, h * w)
+
+
+class Loader:
+    """Iterate (x, y) batches of a `Dataset` on `device`.
+
+    x: (B, C, H, W) normalized with the dataset's mean/std, `dtype`,
+    channels_last if asked, `resize` x `resize` when given; y: (B,) int64.
+    train=True shuffles with a seeded permutation per epoch and applies
+    `augment` ("cifar": 4-pixel zero padding, random crop, horizontal flip;
+    "flip": flip only; None). Evaluation loaders (train=False) keep the
+    dataset order and never augment. After a full pass the epoch advances by
+    one; `set_epoch(epoch, start_batch)` picks where the next pass starts.
+    """
+
+    def __init__(self, ds: Dataset, batch_size: int = 128, train: bool = True,
+                 augment: str | None = "cifar", resize: int | None = None,
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                 drop_last: bool = False, seed: int = 0, device: str | torch.device = "cpu"):
+        if augment not in AUGMENTS:
+            raise ReslabError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        if batch_size < 1:
+            raise ReslabError(f"batch_size must be positive, got {batch_size}")
+        if resize is not None and resize < 1:
+            raise ReslabError(f"resize must be a positive size in pixels, got {resize}")
+        if not dtype.is_floating_point:
+            raise ReslabError(f"dtype must be a floating type (float32, bfloat16, ...), got {dtype}")
+        if drop_last and len(ds) < batch_size:
+            raise ReslabError(f"drop_last with batch_size {batch_size} leaves no batch of the "
+                              f"{len(ds)} images of {ds.name}")
+        self.dataset = ds
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = augment if train else None
+        self.resize = resize
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.drop_last = drop_last
+        self.seed = seed
+        self.device = torch.device(device)
+        self.images = ds.images.to(self.device)
+        self.labels = ds.labels.to(self.device)
+        c = ds.images.shape[1]
+        std = torch.tensor(ds.std, dtype=torch.float32)
+        mean = torch.tensor(ds.mean, dtype=torch.float32)
+        # x / 255 normalized = x * scale + shift, one fused op on the whole batch.
+        self._scale = (1.0 / (255.0 * std)).view(1, c, 1, 1).to(self.device)
+        self._shift = (-mean / std).view(1, c, 1, 1).to(self.device)
+        self.epoch = 0
+        self.start_batch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next pass epoch `epoch`, starting at batch `start_batch` (for resuming)."""
+        if not 0 <= start_batch <= len(self):
+            raise ReslabError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def order(self, epoch: int) -> Tensor:
+        """(N,) int64 CPU: the dataset order of `epoch` (a seeded permutation when training)."""
+        n = len(self.dataset)
+        if not self.train:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
+
+    def batch(self, epoch: int, index: int, order: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Batch `index` of `epoch`: (x, y) as the iterator yields them."""
+        order = self.order(epoch) if order is None else order
+        idx = order[index * self.batch_size:(index + 1) * self.batch_size].to(self.device)
+        x = self.images.index_select(0, idx)
+        y = self.labels.index_select(0, idx)
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(_seed(self.seed, epoch, index, 1))
+            x = self._augment(x, g)
+        return self._to_float(x), y
+
+    def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
+        n, c, h, w = x.shape
+        if self.augment == "flip":
+            mirrored = (torch.rand(n, generator=g) < 0.5).to(self.device).view(n, 1, 1, 1)
+            return torch.where(mirrored, x.flip(3), x)
+        padded = F.pad(x, (PAD, PAD, PAD, PAD))
+        index = augment_index(n, h, w, PAD, True, g).to(self.device)
+        out = padded.view(n, c, -1).gather(2, index.unsqueeze(1).expand(n, c, h * w))
+        return out.view(n, c, h, w)
+
+    def _to_float(self, x: Tensor) -> Tensor:
+        # Bilinear interpolation and the per-channel affine map commute, so
+        # resizing before or after normalization gives the same numbers.
+        x = torch.addcmul(self._shift, x.float(), self._scale)
+        if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
+                              align_corners=False, antialias=self.resize < x.shape[-1])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch, start = self.epoch, self.start_batch
+        order = self.order(epoch)
+        for b in range(start, len(self)):
+            yield self.batch(epoch, b, order)
+        self.epoch, self.start_batch = epoch + 1, 0

@@ -1,0 +1,136 @@
+"""Loader: batch shapes, normalization, seeded order, augmentation, resume."""
+
+import pytest
+import torch
+
+from reslab.data import Dataset, Loader, split
+from reslab.data.loader import PAD, augment_index
+from reslab.errors import ReslabError
+
+
+def _ramp(n: int = 40, c: int = 3, h: int = 6, w: int = 6) -> Dataset:
+    """Image i has pixel (y, x) = i + 10*y + x in every channel, so crops are recognizable."""
+    base = torch.arange(h).view(h, 1) * 10 + torch.arange(w).view(1, w)
+    images = (torch.arange(n).view(n, 1, 1, 1) + base).expand(n, c, h, w).to(torch.uint8).clone()
+    labels = torch.arange(n) % 4
+    return Dataset(images, labels, list("abcd"), (0.0,) * c, (1 / 255,) * c, "ramp")
+
+
+def test_eval_loader_is_ordered_and_normalized():
+    ds = _ramp()
+    ds.mean, ds.std = (0.5, 0.25, 0.1), (0.5, 0.2, 0.3)
+    loader = Loader(ds, batch_size=16, train=False, augment="cifar")
+    assert len(loader) == 3
+    batches = list(loader)
+    assert [len(y) for _, y in batches] == [16, 16, 8]
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    assert torch.equal(y, ds.labels)
+    mean = torch.tensor(ds.mean).view(1, 3, 1, 1)
+    std = torch.tensor(ds.std).view(1, 3, 1, 1)
+    expected = (ds.images.float() / 255 - mean) / std
+    torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_drop_last_and_len():
+    ds = _ramp(40)
+    assert len(Loader(ds, batch_size=16, drop_last=True)) == 2
+    assert sum(len(y) for _, y in Loader(ds, batch_size=16, drop_last=True)) == 32
+    with pytest.raises(ReslabError, match="drop_last"):
+        Loader(ds, batch_size=64, drop_last=True)
+
+
+def test_train_order_is_seeded_permutation_per_epoch():
+    ds = _ramp(50)
+    a = Loader(ds, batch_size=7, augment=None, seed=3)
+    b = Loader(ds, batch_size=7, augment=None, seed=3)
+    c = Loader(ds, batch_size=7, augment=None, seed=4)
+    ep0 = torch.cat([x[:, 0, 0, 0] for x, _ in a])
+    ep1 = torch.cat([x[:, 0, 0, 0] for x, _ in a])  # the epoch advanced by itself
+    assert sorted(ep0.round().long().tolist()) == list(range(50))
+    assert not torch.equal(ep0, ep1)
+    assert torch.equal(ep0, torch.cat([x[:, 0, 0, 0] for x, _ in b]))
+    assert not torch.equal(ep0, torch.cat([x[:, 0, 0, 0] for x, _ in c]))
+
+
+def test_resume_mid_epoch_gives_identical_batches():
+    ds = _ramp(64)
+    full = Loader(ds, batch_size=8, seed=1)
+    full.set_epoch(5)
+    expected = list(full)
+    resumed = Loader(ds, batch_size=8, seed=1)
+    resumed.set_epoch(5, start_batch=3)
+    got = list(resumed)
+    assert len(got) == len(expected) - 3
+    for (x, y), (ex, ey) in zip(got, expected[3:], strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_cifar_augment_is_pad_crop_flip():
+    n, h, w = 2000, 6, 6
+    ds = _ramp(1, h=h, w=w)
+    ds = Dataset(ds.images.expand(n, 3, h, w).clone(), torch.zeros(n, dtype=torch.int64), ["a"],
+                 (0.0,) * 3, (1 / 255,) * 3, "same")
+    x = torch.cat([b for b, _ in Loader(ds, batch_size=500, augment="cifar", seed=0)])
+    img = ds.images[0].float()
+    padded = torch.nn.functional.pad(img, (PAD,) * 4)
+    crops = {}
+    for dy in range(2 * PAD + 1):
+        for dx in range(2 * PAD + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            crops[(dy, dx, 0)] = crop
+            crops[(dy, dx, 1)] = crop.flip(2)
+    seen = {}
+    for i in range(n):
+        match = [k for k, c in crops.items() if torch.equal(c, x[i])]
+        assert match, f"sample {i} is not a padded crop (or its mirror) of the image"
+        seen[match[0]] = seen.get(match[0], 0) + 1
+    offsets = {(dy, dx) for dy, dx, _ in seen}
+    assert len(offsets) == (2 * PAD + 1) ** 2  # every offset drawn
+    flips = sum(v for (_, _, f), v in seen.items() if f) / n
+    assert 0.45 < flips < 0.55
+
+
+def test_flip_augment_and_resize_dtype_channels_last():
+    ds = _ramp(32)
+    x, _ = next(iter(Loader(ds, batch_size=32, augment="flip", train=True, seed=0)))
+    originals = ds.images.float()
+    for xi in x:
+        assert any(torch.equal(xi, o) or torch.equal(xi, o.flip(2)) for o in originals)
+    x, _ = next(iter(Loader(ds, batch_size=8, resize=12, dtype=torch.bfloat16, channels_last=True)))
+    assert x.shape == (8, 3, 12, 12) and x.dtype == torch.bfloat16
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_augment_index_in_bounds():
+    g = torch.Generator().manual_seed(0)
+    idx = augment_index(100, 32, 32, 4, True, g)
+    assert idx.shape == (100, 1024) and idx.min() >= 0 and idx.max() < 40 * 40
+
+
+def test_split_is_stratified_and_seeded():
+    ds = _ramp(240)  # pixel (0, 0) of image i is i: an id
+    tr, va = split(ds, val_size=60, seed=0)
+    assert len(tr) == 180 and len(va) == 60
+    assert va.class_counts().tolist() == [15, 15, 15, 15]
+    assert set(tr.images[:, 0, 0, 0].tolist()).isdisjoint(va.images[:, 0, 0, 0].tolist())
+    _, va2 = split(ds, val_size=60, seed=0)
+    assert torch.equal(va.images, va2.images)
+    _, va3 = split(ds, val_size=60, seed=1)
+    assert not torch.equal(va.images, va3.images)
+    _, vf = split(ds, val_size=0.1)
+    assert len(vf) == 24
+    _, odd = split(ds, val_size=7)  # 7 over 4 equal classes: 2, 2, 2, 1
+    assert sorted(odd.class_counts().tolist()) == [1, 2, 2, 2]
+    with pytest.raises(ReslabError):
+        split(ds, val_size=240)
+
+
+def test_bad_arguments():
+    ds = _ramp()
+    with pytest.raises(ReslabError, match="augment"):
+        Loader(ds, augment="autoaugment")
+    with pytest.raises(ReslabError, match="dtype"):
+        Loader(ds, dtype=torch.uint8)
+    with pytest.raises(ReslabError, match="start_batch"):
+        Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
