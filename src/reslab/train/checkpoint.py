@@ -1,0 +1,183 @@
+"""Checkpoints a user can trust: atomic writes, a content digest, safe loading.
+
+- Written atomically: a temporary file in the same directory, fsync, then
+  os.replace; a crash mid-write leaves the previous checkpoint untouched.
+  Before `last.pt` is replaced, the old one becomes `prev.pt`.
+- torch's zip format does not check its contents (a flipped byte inside a
+  tensor loads silently), so each checkpoint carries a SHA-256 of everything
+  in it; `load_checkpoint` recomputes it and refuses a mismatch.
+- Loaded with `torch.load(weights_only=True)`: tensors and plain Python
+  values only, no pickled code runs.
+- Final weights are also written as safetensors (`export_safetensors`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ReslabError
+
+FORMAT = "reslab-checkpoint-1"
+DIGEST_KEY = "sha256"
+
+
+def _digest(obj: Any, h: Any) -> None:
+    """Feeds a canonical encoding of `obj` (tensors by dtype, shape and bytes) into `h`."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        # view as bytes: works for every dtype including bf16, which numpy lacks
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"D%d" % len(obj))
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, list | tuple):
+        h.update(b"L%d" % len(obj))
+        for v in obj:
+            _digest(v, h)
+    else:
+        h.update(repr(obj).encode())
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    _digest({k: v for k, v in payload.items() if k != DIGEST_KEY}, h)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:
+    """Saves `payload` (tensors and plain values) atomically with its digest.
+
+    keep_previous: an existing file at `path` is first renamed to `prev.pt`
+    (`<stem>.prev.pt` for other names), so one older good checkpoint survives.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "format": FORMAT}
+    payload[DIGEST_KEY] = payload_digest(payload)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    if keep_previous and path.exists():
+        prev = path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
+        os.replace(path, prev)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Loads and verifies a checkpoint; a run directory means its `last.pt`.
+
+    Raises ReslabError (one line) for a missing, truncated, corrupt or foreign file.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, disallowed globals
+        raise ReslabError(f"checkpoint {path} is corrupt or truncated ({_first_line(e)}){_prev_hint(path)}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ReslabError(f"{path} is not a reslab checkpoint (no '{FORMAT}' marker)")
+    if payload.get(DIGEST_KEY) != payload_digest(payload):
+        raise ReslabError(f"checkpoint {path} is corrupt: its SHA-256 does not match its contents{_prev_hint(path)}")
+    return payload
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given; a run directory resolves to its `last.pt` (the resume point)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.exists():
+        raise ReslabError(f"no checkpoint at {path}")
+    return path
+
+
+def _prev_hint(path: Path) -> str:
+    prev = path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
+    return f"; the previous checkpoint is {prev}" if prev.exists() else ""
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+# --- RNG states ----------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step can draw from, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": _to_plain(random.getstate()),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(_to_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _to_plain(x: Any) -> Any:
+    return [_to_plain(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+# --- safetensors -----------------------------------------------------------------
+def export_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """Writes weights as safetensors (atomically); `metadata` values must be strings."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    path = Path(path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return path

@@ -1,0 +1,238 @@
+"""TrainConfig: everything a training run needs, validated; named presets.
+
+A run is fully described by its config (plus the code's git SHA), so
+config.json in a run directory is enough to repeat it. Presets hold the
+published recipes; `--set key=value` overrides any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..errors import ReslabError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+AUGMENTS = ("cifar", "flip", None)
+AMP = ("bf16", "fp16", "none")
+COMPILE = ("auto", "on", "off")
+
+# torch.compile takes tens of seconds to compile a ResNet on 2 CPU cores; "auto"
+# compiles only runs long enough (in optimizer steps) to win that back.
+COMPILE_AUTO_MIN_STEPS = 2000
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Steps are optimizer iterations; lr is per batch of `batch_size`.
+
+    Exactly one of `epochs` and `iters` sets the length; `iters` wins when both are set.
+    """
+
+    model: str = "resnet20"
+    data: str = "cifar10"
+    data_dir: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # length and batch
+    epochs: int | None = None
+    iters: int | None = 64000
+    batch_size: int = 128
+    val_size: float = 5000  # images held out of train for model choice; <1 = fraction; 0 = none
+    # optimizer
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True  # the paper decays every parameter; False spares BN and biases
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    # schedule, by iteration (see schedule.py)
+    schedule: str = "multistep"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run; paper: 32k and 48k of 64k
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_start: float = 0.0  # lr factor at step 0 of a linear warm-up
+    warmup_lr: float | None = None  # constant lr until training error < warmup_until_error (paper, resnet110)
+    warmup_until_error: float | None = None
+    # regularisation
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global L2 norm of the gradients
+    ema_decay: float | None = None  # e.g. 0.999; evaluated and saved next to the raw weights
+    # data pipeline
+    augment: str | None = "cifar"
+    resize: int | None = None
+    # speed
+    device: str = "auto"
+    channels_last: bool = True
+    amp: str = "bf16"
+    compile: str = "auto"
+    foreach: bool = True
+    threads: int | None = None
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 50  # steps between metrics.jsonl step lines
+    eval_every: int = 1  # epochs between validation passes
+    ckpt_every: int | None = None  # steps between checkpoints, besides each epoch end
+    test: bool = True  # evaluate the best checkpoint on the test split once, at the end
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(float(m) for m in self.milestones)
+        self.betas = tuple(float(b) for b in self.betas)
+        self.model_args = dict(self.model_args)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("augment", self.augment, AUGMENTS)
+        _choice("amp", self.amp, AMP)
+        _choice("compile", self.compile, COMPILE)
+        if self.epochs is None and self.iters is None:
+            raise ReslabError("set the run length: epochs or iters (both are None)")
+        _positive("epochs", self.epochs, allow_none=True)
+        _positive("iters", self.iters, allow_none=True)
+        _positive("batch_size", self.batch_size)
+        _positive("log_every", self.log_every)
+        _positive("eval_every", self.eval_every)
+        _positive("ckpt_every", self.ckpt_every, allow_none=True)
+        _positive("threads", self.threads, allow_none=True)
+        _positive("resize", self.resize, allow_none=True)
+        _range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        _range("warmup_start", self.warmup_start, 0.0, 1.0)
+        _range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _range("val_size", self.val_size, 0.0, float("inf"))
+        if self.warmup_iters < 0:
+            raise ReslabError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ReslabError("nesterov needs optimizer=sgd and momentum > 0")
+        if any(not 0.0 < m < 1.0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ReslabError(f"milestones must be increasing fractions of the run in (0, 1), got {self.milestones}")
+        if self.grad_clip is not None:
+            _range("grad_clip", self.grad_clip, 0.0, float("inf"), low_open=True)
+        if self.ema_decay is not None:
+            _range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
+        if (self.warmup_lr is None) != (self.warmup_until_error is None):
+            raise ReslabError("warmup_lr and warmup_until_error go together: set both or neither")
+        if self.warmup_until_error is not None:
+            _range("warmup_until_error", self.warmup_until_error, 0.0, 1.0, low_open=True)
+            _range("warmup_lr", self.warmup_lr, 0.0, 10.0, low_open=True)
+
+    # --- conversions ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ReslabError(f"unknown config field(s) {', '.join(unknown)}; see `reslab train --help`")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """Applies `key=value` strings (the CLI's --set); values parse as JSON, else as strings.
+
+        >>> TrainConfig().with_overrides(["lr=0.05", "milestones=[0.3,0.6]", "amp=none"]).lr
+        0.05
+        """
+        changes: dict[str, Any] = {}
+        for a in assignments:
+            key, sep, text = a.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not key:
+                raise ReslabError(f"--set expects key=value, got {a!r}")
+            changes[key] = parse_value(text.strip())
+        return self.replace(**changes)
+
+
+def parse_value(text: str) -> Any:
+    """'0.1' -> 0.1, 'true' -> True, 'none'/'null' -> None, '[1,2]' -> [1, 2], 'abc' -> 'abc'."""
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ReslabError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ReslabError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _range(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ReslabError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+
+
+# --- presets -------------------------------------------------------------------
+PRESETS: dict[str, dict[str, Any]] = {
+    # He et al. 2015, section 4.2: batch 128, lr 0.1 /10 at 32k and 48k, stop at 64k,
+    # wd 1e-4, momentum 0.9, 45k/5k split, pad-4 crop + flip.
+    "paper-cifar": dict(
+        data="cifar10", iters=64000, epochs=None, batch_size=128, val_size=5000,
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
+        schedule="multistep", milestones=(0.5, 0.75), gamma=0.1, augment="cifar",
+    ),
+    # A short schedule: linear warm-up to a high peak, linear decay to zero
+    # (one-cycle), nesterov, label smoothing, weight decay on weights only.
+    "fast-cifar": dict(
+        data="cifar10", epochs=30, iters=None, batch_size=256, val_size=5000,
+        optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        decay_norm_and_bias=False, schedule="onecycle", warmup_iters=700, warmup_start=0.1,
+        label_smoothing=0.1, augment="cifar",
+    ),
+    # Dive into Deep Learning, chapter 8.6: ResNet-18 on Fashion-MNIST at 96x96.
+    "d2l-fashion": dict(
+        model="resnet18", model_args={"num_classes": 10, "in_chans": 1}, data="fashion_mnist",
+        epochs=10, iters=None, batch_size=256, val_size=0, optimizer="sgd", lr=0.05,
+        momentum=0.0, weight_decay=0.0, schedule="constant", augment=None, resize=96,
+    ),
+    # torchvision's classification reference: 90 epochs, lr 0.1 /10 every 30, batch 256.
+    "imagenet": dict(
+        model="resnet50", data="imagefolder:imagenet", epochs=90, iters=None, batch_size=256,
+        val_size=0, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
+        schedule="multistep", milestones=(1 / 3, 2 / 3), gamma=0.1, augment="flip", resize=224,
+    ),
+}
+
+# The paper's deepest CIFAR nets start at lr 0.01 until training error is under 80%
+# (about 400 iterations), then go back to 0.1 (section 4.2).
+PAPER_WARMUP_MODELS = ("resnet110", "resnet1202", "plain110")
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named recipe with `overrides` applied on top.
+
+    >>> preset("paper-cifar", model="resnet110").warmup_lr
+    0.01
+    """
+    if name not in PRESETS:
+        raise ReslabError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **overrides}
+    if name == "paper-cifar" and values.get("model", "resnet20") in PAPER_WARMUP_MODELS:
+        values.setdefault("warmup_lr", 0.01)
+        values.setdefault("warmup_until_error", 0.8)
+    return TrainConfig(**values)

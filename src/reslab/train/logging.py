@@ -1,0 +1,183 @@
+"""Run outputs: metrics.jsonl, progress display, and the paper-style plots.
+
+metrics.jsonl has one JSON object per line with a "kind":
+- "step":  step, epoch, loss, acc, lr, img_s   (every `log_every` steps; train batch figures)
+- "epoch": step, epoch, train_loss, train_acc, val_loss, val_acc, val_top5, img_s, seconds
+- "test":  step, loss, acc, top5 (once, on the chosen checkpoint)
+- "event": step, message (resume, interrupt, non-finite loss)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends JSON lines to `path`; a no-op when `enabled` is False (ranks > 0)."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, kind: str, **values: Any) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"kind": kind, **values, "time": round(time.time(), 3)}) + "\n")
+            f.flush()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All records of a run's metrics.jsonl; a resumed run's replayed steps keep the last record."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        from ..errors import ReslabError
+
+        raise ReslabError(f"no metrics.jsonl in {run_dir}: not a reslab run directory")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain periodic lines otherwise (logs, CI, pipes)."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
+                 every: int = 50, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.every = every
+        self.total = total
+        self.n = initial
+        self.desc = desc
+        self.bar = None
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True)
+
+    def update(self, n: int, **postfix: Any) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        text = "  ".join(f"{k} {_fmt(v)}" for k, v in postfix.items())
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix_str(text, refresh=False)
+        elif self.n % self.every == 0 or self.n == self.total:
+            print(f"{self.desc} {self.n}/{self.total}  {text}", file=self.stream, flush=True)
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# --- plots ---------------------------------------------------------------------
+def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-step series; later records of the same step (after a resume) replace earlier ones."""
+    out: dict[str, dict[int, float]] = {"train_loss": {}, "train_err": {}, "val_loss": {}, "val_err": {}}
+    for r in records:
+        if r["kind"] == "step":
+            out["train_loss"][r["step"]] = r["loss"]
+            out["train_err"][r["step"]] = 100.0 * (1.0 - r["acc"])
+        elif r["kind"] == "epoch" and r.get("val_acc") is not None:
+            out["val_loss"][r["step"]] = r["val_loss"]
+            out["val_err"][r["step"]] = 100.0 * (1.0 - r["val_acc"])
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
+              title: str | None = None, smooth: int = 5) -> Path:
+    """Error and loss vs iterations for one or more runs, as the paper's Figure 6.
+
+    Training error thin (dashed), validation error bold, one colour per run.
+    Writes a PNG with two panels (error %, loss) and returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels else [Path(d).name for d in run_dirs]
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (run, label) in enumerate(zip(run_dirs, labels, strict=True)):
+        c = _curves(read_metrics(run))
+        color = colors[i % len(colors)]
+        for key, ax in (("train_err", ax_err), ("train_loss", ax_loss)):
+            if c[key]:
+                xs, ys = zip(*c[key])
+                ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8)
+        for key, ax in (("val_err", ax_err), ("val_loss", ax_loss)):
+            if c[key]:
+                xs, ys = zip(*c[key])
+                ax.plot(xs, ys, color=color, lw=2.2, label=label)
+    ax_err.set(xlabel="iterations", ylabel="error (%)", title="error: train dashed, validation bold")
+    ax_loss.set(xlabel="iterations", ylabel="loss", title="loss", yscale="log")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_err.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _smooth(ys: Sequence[float], k: int) -> list[float]:
+    """Trailing moving average over k points: step losses of single batches are noisy."""
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= k:
+            acc -= ys[i - k]
+        out.append(acc / min(i + 1, k))
+    return out
+
+
+def plot_confusion(matrix: Any, classes: Sequence[str], out: str | Path, title: str = "confusion matrix") -> Path:
+    """matrix: (K, K) counts, rows = true class, columns = predicted class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=np.float64)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if rows[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,618 @@
+"""train() and evaluate(): a training run as a few short functions.
+
+    run = train(preset("fast-cifar", model="resnet20"), "runs/r20")
+    print(run.test_acc)
+
+The run directory receives config.json, metrics.jsonl, last.pt / prev.pt /
+best.pt, model.safetensors and curves.png. Resuming (`resume=True` on an
+existing directory) restores weights, optimizer, scaler, EMA, RNG states, the
+step and the position inside the epoch; the data order is a pure function of
+(seed, epoch, batch), so N + N steps give the same parameters as 2N steps.
+Rank-aware: under torchrun (WORLD_SIZE > 1) each rank takes its slice of
+every global batch, gradients are averaged by DDP, and only rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ReslabError
+from .checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
+from .logging import MetricsLog, Progress, plot_runs
+from .schedule import lr_at
+
+
+class NonFiniteLoss(ReslabError):
+    """The loss became NaN or infinite; the last good step was checkpointed."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run was checkpointed at a step boundary and can be resumed."""
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches of `epoch` already consumed
+    best_acc: float = -1.0  # best validation accuracy so far (selection metric)
+    best_step: int = -1
+    err_avg: float = 1.0  # running training error, gates the paper's warm-up
+    warmup_done: bool = False
+
+
+@dataclass
+class EvalResult:
+    """Classification metrics over a whole split. confusion: (K, K) int64, rows = true class."""
+
+    n: int
+    loss: float
+    top1: float
+    top5: float
+    per_class: list[float]
+    confusion: Tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "loss": self.loss, "top1": self.top1, "top5": self.top5,
+                "per_class": self.per_class, "confusion": self.confusion.tolist()}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_val_acc: float | None
+    test: EvalResult | None
+    seconds: float
+    images_per_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- environment ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a single process when unset."""
+    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ReslabError("device cuda requested but no CUDA device is available; use --set device=cpu")
+        device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() == "arm64"  # Apple silicon has bf16 instructions
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype actually used: None (fp32) where the hardware lacks a fast path."""
+    if cfg.amp == "none":
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What produced a run: code version, libraries, hardware."""
+    return {
+        "git_sha": git_sha(), "torch": str(torch.__version__), "python": platform.python_version(),
+        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                               else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(), "host": platform.node(),
+    }
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+# --- data -----------------------------------------------------------------------
+@dataclass
+class Data:
+    train: Any
+    val: Any | None
+    test: Any | None
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int, int]  # (C, H, W) the model sees, after resize
+
+
+def load_data(cfg: TrainConfig, with_test: bool = True) -> Data:
+    """Train/val/test Datasets of `cfg.data`; val is held out of train (stratified, seeded)."""
+    from ..data import load, split
+
+    full = load(cfg.data, split="train", root=cfg.data_dir)
+    train, val = full, None
+    if cfg.val_size:
+        size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
+        train, val = split(full, val_size=size, seed=cfg.seed)
+    test = load(cfg.data, split="test", root=cfg.data_dir) if with_test else None
+    c, h, w = full.images.shape[1:]
+    if cfg.resize:
+        h = w = cfg.resize
+    return Data(train, val, test, list(full.classes), tuple(full.mean), tuple(full.std), (c, h, w))
+
+
+def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, batch_size: int | None = None):
+    from ..data import Loader
+
+    return Loader(ds, batch_size=batch_size or cfg.batch_size, train=train,
+                  augment=cfg.augment if train else None, resize=cfg.resize, dtype=torch.float32,
+                  channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device)
+
+
+# --- model and optimizer -----------------------------------------------------------
+def build_model(name: str, model_args: dict[str, Any], image_size: tuple[int, int, int]) -> nn.Module:
+    from ..models import create_model
+    from ..summary import check_input_size
+
+    model = create_model(name, **model_args)
+    check_input_size(model, (1, *image_size))
+    return model
+
+
+def model_args_for(cfg: TrainConfig, data: Data) -> dict[str, Any]:
+    return {"num_classes": len(data.classes), "in_chans": data.image_size[0], **cfg.model_args}
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights; BN and biases (1-d tensors) spared if asked."""
+    if cfg.decay_norm_and_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               foreach=cfg.foreach)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=cfg.foreach)
+
+
+class EMA:
+    """Exponential moving average of parameters (buffers copied): the weights evaluated when enabled."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema = list(self.module.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+# --- one step ---------------------------------------------------------------------
+def forward_backward(model: nn.Module, x: Tensor, y: Tensor, label_smoothing: float,
+                     amp: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> tuple[Tensor, Tensor]:
+    """x: (N, C, H, W) float, y: (N,) int64 -> (mean loss, number correct); gradients accumulated.
+
+    The loss is computed in fp32 from fp32 logits even under autocast.
+    """
+    with autocast(x.device, amp):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
+def optimizer_step(opt: torch.optim.Optimizer, model: nn.Module, cfg: TrainConfig,
+                   scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if cfg.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=cfg.foreach)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def step_lr(cfg: TrainConfig, state: RunState, total_steps: int) -> float:
+    """The schedule's lr, or the paper's constant warm-up lr until training error drops below the gate."""
+    if cfg.warmup_until_error is not None and not state.warmup_done:
+        return cfg.warmup_lr
+    return lr_at(cfg, state.step, total_steps)
+
+
+# --- evaluation ---------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype | None = None,
+             flip_tta: bool = False) -> EvalResult:
+    """Top-1/top-5 accuracy (fractions), mean loss, per-class accuracy and confusion matrix.
+
+    flip_tta: average the logits of each image and its horizontal mirror.
+    """
+    was_training = model.training
+    model.eval()
+    n, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for x, y in loader:
+        with autocast(x.device, amp):
+            logits = model(x)
+            if flip_tta:
+                logits = logits + model(x.flip(3))
+        logits = logits.float() / (2 if flip_tta else 1)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        k = min(5, num_classes)
+        topk = logits.topk(k, dim=1).indices
+        hit = topk == y[:, None]
+        top1 += hit[:, 0].sum().item()
+        top5 += hit.any(1).sum().item()
+        confusion += torch.bincount((y * num_classes + topk[:, 0]).cpu(),
+                                    minlength=num_classes * num_classes).view(num_classes, num_classes)
+        n += len(y)
+    model.train(was_training)
+    if n == 0:
+        raise ReslabError("nothing to evaluate: the split is empty")
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+    return EvalResult(n, loss_sum / n, top1 / n, top5 / n, per_class, confusion)
+
+
+# --- checkpoint payload ----------------------------------------------------------------
+@dataclass
+class Run:
+    """The live objects of a run (what a checkpoint stores)."""
+
+    cfg: TrainConfig
+    data: Data
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: EMA | None
+    state: RunState
+    total_steps: int
+    env: dict[str, Any]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+def checkpoint_payload(run: Run) -> dict[str, Any]:
+    """Everything needed to resume exactly, and to predict with nothing else at hand."""
+    model = _unwrap(run.model)
+    return {
+        "config": run.cfg.to_dict(),
+        "model_name": run.cfg.model,
+        "model_args": model_args_for(run.cfg, run.data),
+        "classes": run.data.classes,
+        "mean": list(run.data.mean), "std": list(run.data.std),
+        "image_size": list(run.data.image_size),
+        "model": model.state_dict(),
+        "ema": run.ema.module.state_dict() if run.ema else None,
+        "optimizer": run.opt.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler else None,
+        "schedule": {"name": run.cfg.schedule, "step": run.state.step, "total_steps": run.total_steps},
+        "state": asdict(run.state),
+        "rng": rng_state(),
+        "env": run.env,
+    }
+
+
+def restore(run: Run, payload: dict[str, Any]) -> None:
+    _unwrap(run.model).load_state_dict(payload["model"])
+    run.opt.load_state_dict(payload["optimizer"])
+    if run.scaler is not None and payload.get("scaler"):
+        run.scaler.load_state_dict(payload["scaler"])
+    if run.ema is not None and payload.get("ema"):
+        run.ema.module.load_state_dict(payload["ema"])
+    run.state = RunState(**payload["state"])
+    set_rng_state(payload["rng"])
+
+
+def eval_weights(payload: dict[str, Any]) -> dict[str, Tensor]:
+    """The weights to evaluate and deploy: the EMA when the run kept one."""
+    return payload["ema"] if payload.get("ema") else payload["model"]
+
+
+def save(run: Run, out: Path, name: str, dist: Dist) -> Path | None:
+    if not dist.main:
+        return None
+    return save_checkpoint(checkpoint_payload(run), out / name, keep_previous=(name == "last.pt"))
+
+
+# --- the loop ----------------------------------------------------------------------------
+def _batches(loader: Any, state: RunState) -> Iterator[tuple[Tensor, Tensor]]:
+    loader.set_epoch(state.epoch, start_batch=state.batch)
+    yield from loader
+
+
+@contextlib.contextmanager
+def _sigint_to_flag(flag: dict[str, bool]):
+    """First Ctrl-C sets flag["stop"] (the loop saves at the next step boundary); a second one kills."""
+    if threading_main():
+        def handler(signum, frame):
+            if flag["stop"]:
+                raise KeyboardInterrupt
+            flag["stop"] = True
+
+        old = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+    else:
+        yield
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          data: Data | None = None, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Trains `cfg` into run directory `out` (created); resume=True continues from out/last.pt.
+
+    on_step(step) runs after each optimizer step; raising KeyboardInterrupt in
+    it behaves like Ctrl-C (checkpoint, then TrainingInterrupted).
+    """
+    out = Path(out)
+    dist = dist_from_env()
+    run, log = _setup(cfg, out, resume, data, dist)
+    train_loader = make_loader(run.data.train, cfg, True, next(run.model.parameters()).device)
+    bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
+                   every=cfg.log_every)
+    flag = {"stop": False}
+    t_start = time.perf_counter()
+    images = 0
+    try:
+        with _sigint_to_flag(flag):
+            images = _loop(run, out, log, train_loader, bar, dist, flag, on_step)
+    except KeyboardInterrupt:
+        flag["stop"] = True
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    if flag["stop"]:
+        path = save(run, out, "last.pt", dist)
+        log.write("event", step=run.state.step, message="interrupted; checkpoint saved")
+        raise TrainingInterrupted(f"interrupted at step {run.state.step}; checkpoint {path}; "
+                                  f"resume with: reslab train --resume {out}")
+    return _finish(run, out, log, dist, seconds, images, progress)
+
+
+def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: Dist) -> tuple[Run, MetricsLog]:
+    payload = None
+    if resume:
+        payload = load_checkpoint(out / "last.pt")
+        cfg = TrainConfig.from_dict(payload["config"])
+    elif (out / "last.pt").exists():
+        raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device, dist)
+    torch.manual_seed(cfg.seed)
+    data = data or load_data(cfg, with_test=cfg.test)
+    model = build_model(cfg.model, model_args_for(cfg, data), data.image_size).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    amp = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    steps_per_epoch = len(make_loader(data.train, cfg, True, device))
+    if steps_per_epoch < 1:
+        raise ReslabError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} training images")
+    total = cfg.iters or cfg.epochs * steps_per_epoch
+    env = environment(device) | {"amp": str(amp), "world_size": dist.world, "steps_per_epoch": steps_per_epoch}
+    run = Run(cfg, data, model, build_optimizer(model, cfg), scaler, ema, RunState(), total, env)
+    if payload is not None:
+        restore(run, payload)
+    run.model = _wrap(model, cfg, total - run.state.step, dist, device)
+    log = MetricsLog(out / "metrics.jsonl", enabled=dist.main)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
+        if payload is not None:
+            log.write("event", step=run.state.step, message="resumed")
+    return run, log
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, device: torch.device) -> nn.Module:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile == "on" or (cfg.compile == "auto" and steps_left >= COMPILE_AUTO_MIN_STEPS):
+        model = torch.compile(model)
+    return model
+
+
+def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist: Dist,
+          flag: dict[str, bool], on_step: Callable[[int], None] | None) -> int:
+    cfg, state = run.cfg, run.state
+    amp = amp_dtype(cfg, next(run.model.parameters()).device)
+    run.model.train()
+    images_total = 0
+    while state.step < run.total_steps:
+        t0, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0
+        for x, y in _batches(loader, state):
+            if dist.world > 1:  # each rank takes its slice of the global batch
+                x, y = x[dist.rank::dist.world], y[dist.rank::dist.world]
+            lr = step_lr(cfg, state, run.total_steps)
+            for g in run.opt.param_groups:
+                g["lr"] = lr
+            loss, correct = forward_backward(run.model, x, y, cfg.label_smoothing, amp, run.scaler)
+            if not math.isfinite(loss_value := loss.item()):
+                run.opt.zero_grad(set_to_none=True)
+                path = save(run, out, "last.pt", dist)
+                log.write("event", step=state.step, message=f"non-finite loss {loss_value}")
+                raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped, "
+                                    f"last good step saved to {path}; lower lr or set grad_clip")
+            optimizer_step(run.opt, run.model, cfg, run.scaler)
+            if run.ema is not None:
+                run.ema.update(_unwrap(run.model))
+            acc = correct.item() / len(y)
+            _advance(state, cfg, acc)
+            seen += len(y) * dist.world
+            loss_sum += loss_value * len(y)
+            correct_sum += correct.item()
+            if state.step % cfg.log_every == 0:
+                log.write("step", step=state.step, epoch=state.epoch, loss=loss_value, acc=acc, lr=lr,
+                          img_s=seen / (time.perf_counter() - t0))
+            bar.update(1, loss=loss_value, lr=lr, epoch=state.epoch)
+            if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
+                save(run, out, "last.pt", dist)
+            if on_step is not None:
+                on_step(state.step)
+            if flag["stop"] or state.step >= run.total_steps:
+                break
+        images_total += seen
+        if flag["stop"]:
+            break
+        epoch_done = state.batch >= len(loader)
+        if epoch_done or state.step >= run.total_steps:
+            _end_epoch(run, out, log, bar, dist, seen, loss_sum, correct_sum, time.perf_counter() - t0,
+                       final=state.step >= run.total_steps)
+    return images_total
+
+
+def _advance(state: RunState, cfg: TrainConfig, acc: float) -> None:
+    state.step += 1
+    state.batch += 1
+    # ~20-step running mean of the batch error: one lucky batch does not end the warm-up
+    state.err_avg = 0.95 * state.err_avg + 0.05 * (1.0 - acc)
+    if cfg.warmup_until_error is not None and state.err_avg < cfg.warmup_until_error:
+        state.warmup_done = True
+
+
+def _end_epoch(run: Run, out: Path, log: MetricsLog, bar: Progress, dist: Dist, seen: int,
+               loss_sum: float, correct_sum: int, seconds: float, final: bool) -> None:
+    """Validation, best/last checkpoints and the epoch record; then moves to the next epoch."""
+    cfg, state = run.cfg, run.state
+    n_local = max(seen // dist.world, 1)
+    record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "train_loss": loss_sum / n_local,
+                              "train_acc": correct_sum / n_local, "img_s": seen / max(seconds, 1e-9),
+                              "seconds": round(seconds, 2)}
+    full_epoch = state.batch >= run.env["steps_per_epoch"]
+    state.epoch, state.batch = (state.epoch + 1, 0) if full_epoch else (state.epoch, state.batch)
+    if dist.main and (final or state.epoch % cfg.eval_every == 0):
+        record.update(_validate(run))
+        if record.get("val_acc") is not None and record["val_acc"] > state.best_acc:
+            state.best_acc, state.best_step = record["val_acc"], state.step
+            save(run, out, "best.pt", dist)
+    log.write("epoch", **record)
+    save(run, out, "last.pt", dist)
+    val = f"  val_acc {record['val_acc']:.4f}" if record.get("val_acc") is not None else ""
+    bar.write(f"epoch {record['epoch']}  step {state.step}  loss {record['train_loss']:.4f}  "
+              f"train_acc {record['train_acc']:.4f}{val}  {record['img_s']:.0f} img/s")
+
+
+def _validate(run: Run) -> dict[str, Any]:
+    """Validation split figures; without one (val_size=0) the test split is monitored, never chosen on."""
+    model = run.ema.module if run.ema else _unwrap(run.model)
+    device = next(model.parameters()).device
+    amp = amp_dtype(run.cfg, device)
+    split_name, ds = ("val", run.data.val) if run.data.val is not None else ("test", run.data.test)
+    if ds is None:
+        return {}
+    r = evaluate(model, make_loader(ds, run.cfg, False, device, batch_size=512), len(run.data.classes), amp)
+    return {f"{split_name}_loss": r.loss, f"{split_name}_acc": r.top1, f"{split_name}_top5": r.top5}
+
+
+def _finish(run: Run, out: Path, log: MetricsLog, dist: Dist, seconds: float, images: int,
+            progress: bool) -> TrainResult:
+    """Chooses the weights (best on validation, else last), tests them once, exports and plots."""
+    chosen = out / ("best.pt" if run.data.val is not None and (out / "best.pt").exists() else "last.pt")
+    result = TrainResult(out, run.state.step, run.state.best_acc if run.data.val is not None else None, None,
+                         seconds, images / max(seconds, 1e-9), {"chosen": chosen.name})
+    if not dist.main:
+        return result
+    payload = load_checkpoint(chosen)
+    model = build_model(payload["model_name"], payload["model_args"], tuple(payload["image_size"]))
+    model.load_state_dict(eval_weights(payload))
+    device = next(_unwrap(run.model).parameters()).device
+    model = model.to(device).to(memory_format=torch.channels_last if run.cfg.channels_last else torch.contiguous_format)
+    if run.cfg.test and run.data.test is not None:
+        loader = make_loader(run.data.test, run.cfg, False, device, batch_size=512)
+        result.test = evaluate(model, loader, len(run.data.classes), amp_dtype(run.cfg, device))
+        log.write("test", step=payload["state"]["step"], checkpoint=chosen.name, loss=result.test.loss,
+                  acc=result.test.top1, top5=result.test.top5)
+    meta = {"config": json.dumps(payload["config"]), "model_name": payload["model_name"],
+            "model_args": json.dumps(payload["model_args"]), "classes": json.dumps(payload["classes"]),
+            "mean": json.dumps(payload["mean"]), "std": json.dumps(payload["std"]),
+            "image_size": json.dumps(payload["image_size"])}
+    export_safetensors(model.state_dict(), out / "model.safetensors", meta)
+    plot_runs([out], out / "curves.png", title=f"{run.cfg.model} on {run.cfg.data}")
+    summary = {"steps": result.steps, "best_val_acc": result.best_val_acc, "chosen": chosen.name,
+               "test": None if result.test is None else {k: v for k, v in result.test.to_dict().items()
+                                                         if k != "confusion"},
+               "train_seconds": round(seconds, 1), "train_img_s": round(result.images_per_s, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if progress:
+        test = f", test acc {result.test.top1:.4f}" if result.test else ""
+        print(f"done: {result.steps} steps in {seconds:.0f} s ({result.images_per_s:.0f} img/s){test}; "
+              f"weights {out / 'model.safetensors'}")
+    return result
