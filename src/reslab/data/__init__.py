@@ -18,10 +18,10 @@ from .datasets import (
     scan_folder,
     split,
 )
-from .download import RESOURCES, Remote, data_dir, download
+from .download import RESOURCES, Remote, data_dir, download_file
 from .loader import Loader
 
 __all__ = [
     "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "Remote", "channel_stats",
-    "data_dir", "decode_image", "download", "load", "scan_folder", "split",
+    "data_dir", "decode_image", "download_file", "load", "scan_folder", "split",
 ]

@@ -97,7 +97,7 @@ class _DownloadFailed(Exception):
 def _fetch(url: str, tmp: Path, md5: str, timeout: float, progress: bool) -> None:
     """Stream `url` into `tmp`, checking the announced length and the MD5."""
     h = hashlib.md5(usedforsecurity=False)
-    received = 0
+    received, expected = 0, None
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
             length = r.headers.get("Content-Length")
@@ -121,9 +121,8 @@ def _fetch(url: str, tmp: Path, md5: str, timeout: float, progress: bool) -> Non
         raise _DownloadFailed(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise _DownloadFailed(f"{url}: {e.reason}") from None
-    except http.client.IncompleteRead as e:
-        raise _DownloadFailed(f"{url}: truncated transfer ({len(e.partial) + received} bytes "
-                              f"received, {e.expected} more expected)") from None
+    except http.client.IncompleteRead:
+        raise _DownloadFailed(f"{url}: truncated transfer ({received} of {expected} bytes)") from None
     except (OSError, http.client.HTTPException) as e:
         raise _DownloadFailed(f"{url}: {e.__class__.__name__}: {e}") from None
     if expected is not None and received != expected:
@@ -137,7 +136,7 @@ def _place_by_hand(remote: Remote, directory: Path) -> str:
             f"(data directory: --data-dir or ${ENV_VAR}, default {DEFAULT_DIR})")
 
 
-def download(remote: Remote, directory: str | os.PathLike, *, timeout: float = 60.0,
+def download_file(remote: Remote, directory: str | os.PathLike, *, timeout: float = 60.0,
              progress: bool = True) -> Path:
     """Fetch `remote` into `directory` unless a file of that name is already there.
 
@@ -184,7 +183,7 @@ def fetch(name: str, root: str | os.PathLike | None = None, download_missing: bo
             if not download_missing:
                 raise ReslabError(f"{remote.filename} is missing and download=False; "
                                   + _place_by_hand(remote, directory))
-            download(remote, directory)
+            download_file(remote, directory)
         paths[remote.filename] = target
     return paths
 
