@@ -1,0 +1,349 @@
+"""Inference transforms and exports: BN folding, int8 quantization, ONNX, pt2.
+
+- `fold_bn(model)`: every BatchNorm that directly follows a convolution is
+  folded into that convolution's weight and bias (eval statistics), so the
+  model computes the same function with fewer kernels.
+- `quantize_int8(model, calibration)`: post-training static int8
+  quantization, calibrated on real batches (see its docstring for why FX
+  graph mode and the x86 engine).
+- `export_onnx`, `export_pt2`, `save_safetensors`: files for other runtimes,
+  with a dynamic batch axis where the format has one.
+- `load_model(source, name)`: a model from a registered name, a safetensors
+  file, a state_dict file or a training checkpoint, for the `reslab export`
+  and `reslab bench` commands.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ReslabError
+
+# --- BN folding -------------------------------------------------------------
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv path, bn path) for every BN whose only input is a conv's output.
+
+    Found by tracing the model with torch.fx, so the model's own forward
+    decides what follows what; a conv whose output is also used elsewhere
+    (or a module called twice) is left alone, since folding would change it.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as e:  # fx raises many types for untraceable Python
+        raise ReslabError(
+            f"cannot fold BatchNorm in {type(model).__name__}: torch.fx cannot trace its forward ({e})"
+        ) from None
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        src = node.args[0]
+        if not (isinstance(src, torch.fx.Node) and src.op == "call_module"):
+            continue
+        conv = modules.get(src.target)
+        if (
+            isinstance(conv, nn.Conv2d)
+            and len(src.users) == 1
+            and calls[src.target] == 1
+            and calls[node.target] == 1
+        ):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with conv->BN pairs folded into the convs.
+
+    The copy keeps the model's class and methods; each folded BN becomes an
+    nn.Identity and its conv gains a bias. Outputs equal the eval-mode
+    model's up to float rounding (about 1e-6 relative). A BN that follows no
+    conv (the first BN of a pre-activation block) stays as it is.
+    """
+    folded = copy.deepcopy(model).eval()
+    for conv_path, bn_path in _conv_bn_pairs(folded):
+        conv = folded.get_submodule(conv_path)
+        bn = folded.get_submodule(bn_path)
+        if bn.running_mean is None:  # track_running_stats=False: batch statistics even in eval
+            continue
+        _set_module(folded, conv_path, torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn))
+        _set_module(folded, bn_path, nn.Identity())
+    return folded
+
+
+# --- int8 -------------------------------------------------------------------
+
+
+def _batches(calibration: Tensor | Iterable) -> Iterable[Tensor]:
+    """Image batches from a (N, C, H, W) tensor, or from an iterable of tensors
+    or of (images, labels) pairs such as a data loader."""
+    if isinstance(calibration, Tensor):
+        if calibration.ndim != 4:
+            raise ReslabError(f"calibration images must be (N, C, H, W), got shape {tuple(calibration.shape)}")
+        yield from calibration.split(32)
+        return
+    for item in calibration:
+        batch = item[0] if isinstance(item, list | tuple) else item
+        if not isinstance(batch, Tensor) or batch.ndim != 4:
+            raise ReslabError("calibration must yield (N, C, H, W) float tensors or (images, labels) pairs")
+        yield batch
+
+
+def quantize_int8(
+    model: nn.Module, calibration: Tensor | Iterable, max_batches: int | None = None
+) -> nn.Module:
+    """Post-training static int8 quantization for CPU inference.
+
+    Weights int8 per output channel, activations uint8 per tensor with
+    histogram observers; the ranges come from running `calibration` (real,
+    normalized images: a (N, C, H, W) tensor or an iterable of batches or
+    (images, labels) pairs; `max_batches` caps how many are used).
+
+    This torch (2.14) no longer ships PT2E quantization (prepare_pt2e and the
+    X86InductorQuantizer moved to the separate torchao package), so this uses
+    FX graph mode quantization with the "x86" engine, whose kernels (oneDNN /
+    FBGEMM) use VNNI and AMX. Returns an fx GraphModule: the input is float
+    (N, C, H, W), the output float logits.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ReslabError("this torch build has no x86 quantized engine; int8 needs an x86 CPU build")
+    torch.backends.quantized.engine = "x86"
+    model = fold_bn(model).float()
+    example = None
+    with warnings.catch_warnings():
+        # FX quantization warns on every call that it is deprecated in favour of torchao.
+        warnings.simplefilter("ignore")
+        seen = 0
+        observed = None
+        with torch.no_grad():
+            for batch in _batches(calibration):
+                batch = batch.float()
+                if observed is None:
+                    example = batch[:1]
+                    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (example,))
+                observed(batch)
+                seen += 1
+                if max_batches is not None and seen >= max_batches:
+                    break
+        if observed is None:
+            raise ReslabError("calibration data is empty: int8 quantization needs real images to set its ranges")
+        return convert_fx(observed)
+
+
+# --- files ------------------------------------------------------------------
+
+
+def _example(model: nn.Module, input_size: tuple[int, int, int] | None, batch: int = 2) -> Tensor:
+    """A random (batch, C, H, W) input; input_size defaults to 32x32 for a CIFAR stem, else 224x224."""
+    from .summary import check_input_size
+
+    if input_size is None:
+        input_size = _guess_input_size(model)
+    shape = (batch, *input_size)
+    check_input_size(model, shape)
+    return torch.randn(shape)
+
+
+def _guess_input_size(model: nn.Module) -> tuple[int, int, int]:
+    conv1 = getattr(model, "conv1", None)
+    channels = conv1.in_channels if isinstance(conv1, nn.Conv2d) else 3
+    # CIFAR nets have a 3x3 stem; ImageNet nets a 7x7/2 stem.
+    if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (3, 3) and conv1.stride == (1, 1):
+        return (channels, 32, 32)
+    return (channels, 224, 224)
+
+
+def _batch_dim(dynamic_batch: bool) -> dict | None:
+    if not dynamic_batch:
+        return None
+    # min=1: torch.export would otherwise specialise batch 1 away as a special case.
+    return {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+
+
+class _Exportable(nn.Module):
+    """Names the input `x` for dynamic_shapes and returns a single tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: tuple[int, int, int] | None = None,
+    dynamic_batch: bool = True,
+    fold: bool = True,
+    opset: int = 18,
+) -> Path:
+    """Writes `model` (eval mode, BN folded if `fold`) as ONNX; returns the path.
+
+    Uses the torch.export-based exporter (dynamo=True). Input "input"
+    (N, C, H, W) float32, output "logits" (N, num_classes); N is a dynamic
+    axis when `dynamic_batch`. The weights are stored inside the .onnx file.
+    """
+    path = Path(path)
+    model = fold_bn(model) if fold else copy.deepcopy(model).eval()
+    x = _example(model, input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _Exportable(model), (x,), dynamo=True, opset_version=opset,
+            input_names=["input"], output_names=["logits"],
+            dynamic_shapes=_batch_dim(dynamic_batch), external_data=False, verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    return path
+
+
+def onnx_max_abs_diff(path: str | Path, model: nn.Module, x: Tensor) -> float:
+    """Largest |onnxruntime(path)(x) - model(x)| over all logits (model in eval mode)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        want = model(x)
+    return (got - want).abs().max().item()
+
+
+def export_pt2(
+    model: nn.Module,
+    path: str | Path,
+    input_size: tuple[int, int, int] | None = None,
+    dynamic_batch: bool = True,
+    aoti: bool = True,
+    fold: bool = True,
+) -> Path:
+    """Writes a torch.export package; returns the path (conventionally *.pt2).
+
+    aoti=True: an AOTInductor package (compiled C++/kernels plus weights, with
+    freezing), loaded with `torch._inductor.aoti_load_package(path)` and
+    called as `package(x)`, from Python or C++. aoti=False: the portable
+    ExportedProgram (`torch.export.load(path).module()(x)`), which compiles
+    in seconds instead of minutes. Batch is dynamic when `dynamic_batch`.
+    """
+    path = Path(path)
+    model = fold_bn(model) if fold else copy.deepcopy(model).eval()
+    x = _example(model, input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.export.export(_Exportable(model), (x,), dynamic_shapes=_batch_dim(dynamic_batch))
+        if not aoti:
+            torch.export.save(program, str(path))
+            return path
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(path), inductor_configs={"freezing": True}
+        )
+    return path
+
+
+def save_safetensors(model: nn.Module, path: str | Path) -> Path:
+    """Writes the model's state_dict (unfolded, as trained) as safetensors."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return path
+
+
+# --- loading ----------------------------------------------------------------
+
+_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
+
+
+def _clean(state: dict) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in _PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None]:
+    """(state_dict, model name if the file records one) from a weights or checkpoint file."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ReslabError(f"cannot read {path} as a torch checkpoint: {e}") from None
+    if not isinstance(obj, dict):
+        raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
+    name = None
+    config = obj.get("config")
+    if isinstance(config, dict):
+        name = config.get("model")
+    name = name or obj.get("model_name")
+    state = obj.get("model", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ReslabError(f"{path} has no model state_dict (expected tensors or a 'model' entry)")
+    return state, name if isinstance(name, str) else None
+
+
+def load_model(source: str | Path | None = None, name: str | None = None) -> nn.Module:
+    """A model in eval mode from a weights/checkpoint file and/or a registered name.
+
+    source: a .safetensors file, a state_dict file, or a training checkpoint
+    (a dict with "model" and "config": {"model": NAME}); None builds `name`
+    with fresh weights. The classifier size follows the stored `fc.weight`.
+    """
+    from .models import create_model
+
+    if source is None:
+        if name is None:
+            raise ReslabError("give a checkpoint file or --model NAME")
+        return create_model(name).eval()
+    path = Path(source)
+    if not path.is_file():
+        raise ReslabError(f"no such checkpoint file: {path}")
+    state, stored_name = _read_state(path)
+    state = _clean(state)
+    name = name or stored_name
+    if name is None:
+        raise ReslabError(f"{path} does not record its model; pass --model NAME")
+    overrides = {}
+    if "fc.weight" in state:
+        overrides["num_classes"] = state["fc.weight"].shape[0]
+    if "conv1.weight" in state:
+        overrides["in_chans"] = state["conv1.weight"].shape[1]
+    model = create_model(name, **overrides)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3])
+        raise ReslabError(f"{path} does not fit model {name!r}: {detail}") from None
+    return model.eval()

@@ -1,0 +1,132 @@
+"""`optimize(model, dtype)`: a model made fast for inference, same outputs.
+
+The steps, each for a measured reason on CPU (see benchmarks/RESULTS.md):
+eval mode and conv+BN folding (fewer kernels, nothing lost), channels_last
+(oneDNN's native layout: no reorders around every convolution), bf16 weights
+and activations (AVX512-BF16 / AMX throughput, half the memory traffic), and
+torch.compile with freezing (weights become constants, so Inductor prepacks
+them for oneDNN and fuses the elementwise tails into the convolutions).
+int8 goes through `reslab.export.quantize_int8` instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ReslabError
+from .export import fold_bn, quantize_int8
+
+Dtype = Literal["fp32", "bf16", "int8"]
+DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
+_TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+# Largest |optimized - eager fp32| relative to the largest |eager fp32 logit|
+# that `optimize` is tested against (tests/test_optimize.py); int8 is judged by
+# agreement of the predicted class instead.
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+
+
+class _Cast(nn.Module):
+    """Casts the input to the model's dtype and layout, and the logits back to
+    float32, inside the compiled region so the casts fuse with the first and
+    last kernels."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.to(self.dtype, memory_format=self.memory_format)).float()
+
+
+class InferenceModel(nn.Module):
+    """What `optimize` returns: call it on (N, C, H, W) float32 images.
+
+    Always runs without autograd and returns float32 logits (N, num_classes),
+    whatever the internal dtype. `dtype`, `compiled` and `channels_last` say
+    what was done; `model` is the transformed (uncompiled) network.
+    """
+
+    def __init__(self, model: nn.Module, dtype: str, compiled: bool, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.compiled = compiled
+        self.channels_last = channels_last
+        # Kept outside the module tree so state_dict() is not duplicated under _orig_mod.
+        run = model
+        if compiled:
+            # dynamic=False: each batch size gets its own static graph, which is what
+            # oneDNN weight prepacking under freezing needs to pick its best kernels.
+            run = torch.compile(model, dynamic=False, options={"freezing": True})
+        object.__setattr__(self, "_run", run)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Freezing only applies to graphs compiled with grad disabled.
+        with torch.no_grad():
+            return self._run(x)
+
+    def extra_repr(self) -> str:
+        return f"dtype={self.dtype}, compiled={self.compiled}, channels_last={self.channels_last}"
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 convolutions have native hardware support on `device`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def optimize(
+    model: nn.Module | str,
+    dtype: Dtype = "fp32",
+    compile: bool = True,
+    calibration: Tensor | Iterable | None = None,
+    channels_last: bool = True,
+) -> InferenceModel:
+    """A fast inference version of `model` (a module or a registered name).
+
+    dtype: "fp32" (same numbers up to rounding), "bf16" (about 1e-2 relative
+    on the logits), or "int8" (post-training quantization, CPU only, needs
+    `calibration`: real normalized images, a (N, C, H, W) tensor or an
+    iterable of batches or (images, labels) pairs).
+    compile: torch.compile with freezing (fp32/bf16); the first call per batch
+    size compiles (tens of seconds on CPU), later calls are fast.
+    The input model is not modified.
+    """
+    from .models import create_model
+
+    if dtype not in DTYPES:
+        raise ReslabError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if isinstance(model, str):
+        model = create_model(model)
+    if not isinstance(model, nn.Module):
+        raise ReslabError(f"optimize needs an nn.Module or a registered model name, got {type(model).__name__}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+
+    if dtype == "int8":
+        if calibration is None:
+            raise ReslabError("int8 needs calibration images: pass calibration=<(N, C, H, W) tensor or loader>")
+        if device.type != "cpu":
+            raise ReslabError(f"int8 quantization runs on CPU only; the model is on {device}")
+        quantized = quantize_int8(model, calibration)
+        # Quantized kernels run eagerly: torch.compile cannot lower the FX-quantized
+        # ops, so compile=True is ignored here rather than adding graph breaks.
+        return InferenceModel(_Cast(quantized, torch.float32, channels_last), "int8", False, channels_last)
+
+    if calibration is not None:
+        warnings.warn("calibration is used only for dtype='int8'; ignoring it", stacklevel=2)
+    if dtype == "bf16" and not bf16_supported(device):
+        warnings.warn(f"{device} has no native bf16 support: bf16 will be emulated and slow", stacklevel=2)
+    net = fold_bn(model).requires_grad_(False)
+    net = net.to(dtype=_TORCH_DTYPE[dtype], memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return InferenceModel(_Cast(net, _TORCH_DTYPE[dtype], channels_last), dtype, compile, channels_last)

@@ -1,0 +1,135 @@
+"""BN folding, ONNX and torch.export files, safetensors, and model loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import reslab
+from reslab.errors import ReslabError
+from reslab.export import (
+    export_onnx,
+    export_pt2,
+    fold_bn,
+    load_model,
+    onnx_max_abs_diff,
+    save_safetensors,
+)
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics, so folding that ignored them would be caught."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "name, size, bn_left",
+    [
+        ("resnet20", 32, 0),
+        ("resnet18", 64, 0),
+        ("resnet50", 64, 0),
+        # A pre-activation block's first BN normalises the block input (a sum), not a conv.
+        ("preact_resnet18", 64, 9),
+    ],
+)
+def test_fold_bn_is_exact(name: str, size: int, bn_left: int) -> None:
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model(name))
+    folded = fold_bn(model)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == bn_left
+    assert type(folded) is type(model)
+    # The original is untouched.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > bn_left
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want, got = model(x), folded(x)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_fold_bn_leaves_shared_conv_output_alone() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # y is used twice: folding would change the second use
+
+    model = _randomize_bn(Branchy())
+    folded = fold_bn(model)
+    assert isinstance(folded.bn, nn.BatchNorm2d)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x))
+
+
+@pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64)])
+def test_onnx_matches_torch_with_dynamic_batch(tmp_path, name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model(name, num_classes=10))
+    path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=(3, size, size))
+    # Exported at batch 2; batches 1 and 5 must run too (dynamic axis).
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, size, size)
+        assert onnx_max_abs_diff(path, model, x) < 1e-4
+
+
+def test_onnx_rejects_too_small_input(tmp_path) -> None:
+    with pytest.raises(ReslabError, match="too small"):
+        export_onnx(reslab.create_model("resnet18"), tmp_path / "x.onnx", input_size=(3, 16, 16))
+
+
+def test_exported_program_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model("resnet20"))
+    path = export_pt2(model, tmp_path / "r20.pt2", aoti=False)
+    loaded = torch.export.load(str(path)).module()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_aoti_package_round_trip(tmp_path) -> None:
+    # AOTInductor compiles C++ for the whole net: about 2 minutes on 2 cores.
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model("resnet20"))
+    path = export_pt2(model, tmp_path / "r20.pt2", aoti=True)
+    package = torch._inductor.aoti_load_package(str(path))
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            assert (package(x) - model(x)).abs().max() < 1e-4
+
+
+def test_load_model_from_safetensors_and_checkpoint(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model("resnet20", num_classes=7))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    st = save_safetensors(model, tmp_path / "w.safetensors")
+    with pytest.raises(ReslabError, match="--model"):
+        load_model(st)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(st, "resnet20")(x), want)
+    # A training checkpoint names its model; keys of a compiled model carry _orig_mod.
+    ckpt = tmp_path / "ckpt.pt"
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": {"model": "resnet20"}, "step": 3}, ckpt)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(ckpt)(x), want)
+    with pytest.raises(ReslabError, match="does not fit"):
+        load_model(st, "resnet32")
+    with pytest.raises(ReslabError, match="no such"):
+        load_model(tmp_path / "missing.pt", "resnet20")
