@@ -20,8 +20,10 @@ from .datasets import (
 )
 from .download import RESOURCES, Remote, data_dir, download_file
 from .loader import Loader
+from .streaming import StreamingImageFolder, StreamingLoader
 
 __all__ = [
-    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "Remote", "channel_stats",
+    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "Remote", "StreamingImageFolder",
+    "StreamingLoader", "channel_stats",
     "data_dir", "decode_image", "download_file", "load", "scan_folder", "split",
 ]

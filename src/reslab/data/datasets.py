@@ -503,7 +503,7 @@ def _load_folder(folder: Path, root, image_size: int | None) -> tuple[dict[str, 
             a, b = sorted(shapes)[:2]
             raise ReslabError(f"images in {folder} differ in size (e.g. {a[1]}x{a[0]} and "
                               f"{b[1]}x{b[0]}); pass image_size=N to resize them, or stream "
-                              "large folders with reslab.data.streaming_loader")
+                              "large folders with reslab.data.StreamingLoader")
         labels = np.asarray([scan.labels[i] for i in keep], dtype=np.int64)
         lost = [c for i, c in enumerate(scan.classes) if not (labels == i).any()]
         if lost:
