@@ -126,10 +126,32 @@ def test_load_model_from_safetensors_and_checkpoint(tmp_path) -> None:
     # A training checkpoint names its model; keys of a compiled model carry _orig_mod.
     ckpt = tmp_path / "ckpt.pt"
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"model": state, "config": {"model": "resnet20"}, "step": 3}, ckpt)
+    torch.save(state, ckpt)
     with torch.no_grad():
-        torch.testing.assert_close(load_model(ckpt)(x), want)
+        torch.testing.assert_close(load_model(ckpt, "resnet20")(x), want)
     with pytest.raises(ReslabError, match="does not fit"):
         load_model(st, "resnet32")
     with pytest.raises(ReslabError, match="no such"):
         load_model(tmp_path / "missing.pt", "resnet20")
+
+
+def test_load_reslab_training_checkpoint(tmp_path) -> None:
+    from reslab.export import load
+    from reslab.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
+    ema = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
+    payload = {"model_name": "resnet20", "model_args": {"num_classes": 4, "in_chans": 3},
+               "image_size": [3, 32, 32], "model": model.state_dict(), "ema": ema.state_dict()}
+    path = save_checkpoint(payload, tmp_path / "run" / "last.pt")
+    loaded = load(tmp_path / "run")  # a run directory means its last.pt
+    assert loaded.name == "resnet20" and loaded.input_size == (3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the EMA weights are the ones deployed
+        torch.testing.assert_close(loaded.model(x), ema.eval()(x))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReslabError):
+        load(path)

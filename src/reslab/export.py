@@ -8,7 +8,7 @@
   graph mode and the x86 engine).
 - `export_onnx`, `export_pt2`, `save_safetensors`: files for other runtimes,
   with a dynamic batch axis where the format has one.
-- `load_model(source, name)`: a model from a registered name, a safetensors
+- `load(source, name)` / `load_model`: a model from a registered name, a safetensors
   file, a state_dict file or a training checkpoint, for the `reslab export`
   and `reslab bench` commands.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -290,60 +291,90 @@ def _clean(state: dict) -> dict[str, Tensor]:
     return out
 
 
-def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None]:
-    """(state_dict, model name if the file records one) from a weights or checkpoint file."""
+def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
+    """(state_dict, model name, model args, image size) from a weights or checkpoint file.
+
+    Name, args and size are what the file records (None / {} when it records nothing).
+    """
+    import json
+
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path)), None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        size = json.loads(meta["image_size"]) if "image_size" in meta else None
+        args = json.loads(meta["model_args"]) if "model_args" in meta else {}
+        return load_file(str(path)), meta.get("model_name"), args, tuple(size) if size else None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise ReslabError(f"cannot read {path} as a torch checkpoint: {e}") from None
     if not isinstance(obj, dict):
         raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
-    name = None
-    config = obj.get("config")
-    if isinstance(config, dict):
-        name = config.get("model")
-    name = name or obj.get("model_name")
-    state = obj.get("model", obj)
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ReslabError(f"{path} has no model state_dict (expected tensors or a 'model' entry)")
-    return state, name if isinstance(name, str) else None
+    if "model_name" in obj and "model" in obj:
+        # A reslab training checkpoint: verify its digest, deploy the EMA weights if it kept them.
+        from .train.checkpoint import load_checkpoint
+        from .train.loop import eval_weights
+
+        obj = load_checkpoint(path)
+        size = obj.get("image_size")
+        return eval_weights(obj), obj["model_name"], dict(obj.get("model_args") or {}), tuple(size) if size else None
+    if not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
+    return obj, None, {}, None
 
 
-def load_model(source: str | Path | None = None, name: str | None = None) -> nn.Module:
-    """A model in eval mode from a weights/checkpoint file and/or a registered name.
+@dataclass(frozen=True)
+class Loaded:
+    """A model built from a file or a name, and what the file said about it."""
 
-    source: a .safetensors file, a state_dict file, or a training checkpoint
-    (a dict with "model" and "config": {"model": NAME}); None builds `name`
-    with fresh weights. The classifier size follows the stored `fc.weight`.
+    model: nn.Module
+    name: str
+    input_size: tuple[int, int, int] | None  # (C, H, W) the model was trained at, if recorded
+
+
+def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
+    """Builds a model in eval mode from a weights/checkpoint file and/or a registered name.
+
+    source: a .safetensors file, a state_dict file, a reslab training
+    checkpoint, or a run directory (its model.safetensors, else last.pt);
+    None builds `name` with fresh weights. `name` overrides the recorded
+    model; without a record the classifier size and input channels follow
+    the stored `fc.weight` and `conv1.weight`.
     """
     from .models import create_model
 
     if source is None:
         if name is None:
             raise ReslabError("give a checkpoint file or --model NAME")
-        return create_model(name).eval()
+        return Loaded(create_model(name).eval(), name, None)
     path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "last.pt"
     if not path.is_file():
         raise ReslabError(f"no such checkpoint file: {path}")
-    state, stored_name = _read_state(path)
+    state, stored_name, args, size = _read_state(path)
     state = _clean(state)
     name = name or stored_name
     if name is None:
         raise ReslabError(f"{path} does not record its model; pass --model NAME")
-    overrides = {}
-    if "fc.weight" in state:
-        overrides["num_classes"] = state["fc.weight"].shape[0]
-    if "conv1.weight" in state:
-        overrides["in_chans"] = state["conv1.weight"].shape[1]
-    model = create_model(name, **overrides)
+    if not args:
+        if "fc.weight" in state:
+            args["num_classes"] = state["fc.weight"].shape[0]
+        if "conv1.weight" in state:
+            args["in_chans"] = state["conv1.weight"].shape[1]
+    model = create_model(name, **args)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3])
+        lines = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[1:3])
         raise ReslabError(f"{path} does not fit model {name!r}: {detail}") from None
-    return model.eval()
+    return Loaded(model.eval(), name, size)
+
+
+def load_model(source: str | Path | None = None, name: str | None = None) -> nn.Module:
+    """The model of `load(source, name)`: see there for what `source` may be."""
+    return load(source, name).model

@@ -1,0 +1,115 @@
+"""`reslab.optimize`: each fast path against the eager fp32 model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import reslab
+from reslab.errors import ReslabError
+from reslab.optimize import TOLERANCE, InferenceModel, optimize
+
+
+def _trained_like(name: str, **kw) -> nn.Module:
+    """A model with non-trivial BN statistics, as after training."""
+    torch.manual_seed(0)
+    model = reslab.create_model(name, **kw)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64)])
+def test_eager_paths_within_tolerance(name: str, size: int, dtype: str) -> None:
+    model = _trained_like(name)
+    fast = optimize(model, dtype=dtype, compile=False)
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        want = model(x)
+    got = fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert _rel_err(got, want) < TOLERANCE[dtype]
+    # The weights really are in the asked dtype and layout, BN folded away.
+    conv = fast.model.model.conv1
+    assert conv.weight.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+
+
+def test_bf16_is_not_exact() -> None:
+    # Guards the tolerance test above against comparing fp32 with itself.
+    model = _trained_like("resnet20")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    assert _rel_err(optimize(model, "bf16", compile=False)(x), want) > 1e-5
+
+
+def test_compiled_with_freezing_matches_eager() -> None:
+    model = _trained_like("resnet20")
+    fast = optimize(model, dtype="fp32", compile=True)
+    assert isinstance(fast, InferenceModel) and fast.compiled
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    assert _rel_err(fast(x), want) < TOLERANCE["fp32"]
+
+
+@pytest.mark.slow
+def test_compiled_bf16_matches_eager() -> None:
+    model = _trained_like("resnet18")
+    fast = optimize(model, dtype="bf16", compile=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+    assert _rel_err(fast(x), want) < TOLERANCE["bf16"]
+
+
+def test_int8_still_classifies() -> None:
+    # Calibrate and test on two clusters of images the model separates clearly:
+    # int8 must keep the decisions, and stay close on the logits.
+    model = _trained_like("resnet20", num_classes=10)
+    torch.manual_seed(2)
+    calib = torch.randn(64, 3, 32, 32)
+    x = torch.randn(32, 3, 32, 32)
+    fast = optimize(model, dtype="int8", calibration=calib)
+    assert fast.dtype == "int8"
+    with torch.no_grad():
+        want = model(x)
+    got = fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    agree = (got.argmax(1) == want.argmax(1)).float().mean().item()
+    cos = nn.functional.cosine_similarity(got, want, dim=1).min().item()
+    assert agree >= 0.9, agree
+    assert cos > 0.98, cos
+    # Really quantized: int8 convolutions, no float ones left.
+    assert any(type(m).__module__.startswith("torch.ao.nn.intrinsic.quantized") for m in fast.modules())
+    assert not any(type(m) is nn.Conv2d for m in fast.modules())
+
+
+def test_input_model_is_untouched() -> None:
+    model = _trained_like("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimize(model, "bf16", compile=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ReslabError, match="dtype"):
+        optimize("resnet20", dtype="fp16")
+    with pytest.raises(ReslabError, match="calibration"):
+        optimize("resnet20", dtype="int8")
+    with pytest.raises(ReslabError, match="unknown model"):
+        optimize("resnet21")
+    with pytest.raises(ReslabError, match="empty"):
+        optimize("resnet20", dtype="int8", calibration=[])
