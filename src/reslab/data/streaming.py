@@ -150,7 +150,7 @@ class StreamingLoader:
             bad += b
             if x is None:
                 continue
-            x = torch.addcmul(self._shift, x.to(self.device, non_blocking=True).float(), self._scale)
+            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).add_(self._shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x.to(self.dtype), y.to(self.device, non_blocking=True)
