@@ -74,8 +74,234 @@ def _run_summary(args: argparse.Namespace) -> None:
 
 
 # --- data, training, evaluation (train/, data/): train, eval, predict, plot, demo, experiment
+def _config_fields_help() -> str:
+    from dataclasses import MISSING, fields
+
+    from .train import TrainConfig
+
+    lines = ["config fields (--set key=value; values parse as JSON, e.g. milestones=[0.5,0.75]):"]
+    for f in fields(TrainConfig):
+        default = f.default_factory() if f.default is MISSING else f.default
+        lines.append(f"  {f.name} = {default!r}")
+    return "\n".join(lines)
+
+
+def _add_train(sub) -> None:
+    from .train import PRESETS
+
+    p = sub.add_parser("train", help="train a model (a preset recipe, overridable)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_config_fields_help(),
+                       description="Train into a run directory: config.json, metrics.jsonl, last/best "
+                                   "checkpoints, model.safetensors, curves.png.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a published recipe (default: the TrainConfig defaults, i.e. paper-cifar numbers)")
+    p.add_argument("--model", default=None, help="a registered model name (see `reslab models`)")
+    p.add_argument("--data", default=None,
+                   help="digits, cifar10, cifar100, mnist, fashion_mnist or imagefolder:PATH")
+    p.add_argument("--data-dir", default=None, help="data cache/download directory")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int, default=None, help="run length in epochs")
+    length.add_argument("--iters", type=_positive_int, default=None, help="run length in optimizer steps")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field (repeatable); fields listed below")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where its last checkpoint stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_run_train)
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The TrainConfig a `reslab train` command line describes (preset, then flags, then --set)."""
+    from .train import TrainConfig, preset
+
+    flags = {k: getattr(args, k) for k in ("model", "data", "data_dir") if getattr(args, k) is not None}
+    if args.epochs is not None:
+        flags.update(epochs=args.epochs, iters=None)
+    if args.iters is not None:
+        flags.update(iters=args.iters, epochs=None)
+    cfg = preset(args.preset, **flags) if args.preset else TrainConfig(**flags)
+    return cfg.with_overrides(args.overrides)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    from .train import TrainingInterrupted, train
+
+    if args.resume:
+        if args.overrides or args.preset or args.epochs or args.iters:
+            raise ReslabError("--resume continues a run with its own config; drop --preset/--set/--epochs/--iters")
+        out, cfg, resume = Path(args.resume), None, True
+    else:
+        cfg = train_config_from_args(args)
+        out = Path(args.out or f"runs/{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-"
+                              f"{time.strftime('%Y%m%d-%H%M%S')}")
+        resume = False
+    try:
+        train(cfg, out, resume=resume, progress=not args.quiet)
+    except TrainingInterrupted as e:
+        print(f"reslab: {e}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5, loss, per-class accuracy, confusion matrix of a checkpoint",
+                       formatter_class=_formatter)
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--data", default=None, help="data name (default: the data the run trained on)")
+    p.add_argument("--data-dir", default=None, help="data cache/download directory")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
+    p.add_argument("--batch", type=_positive_int, default=512, help="evaluation batch size")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--confusion", default=None, metavar="PNG", help="also write the confusion matrix as PNG")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from .predict import evaluate_checkpoint
+    from .train import plot_confusion
+
+    r, trained = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.data_dir, args.batch, args.tta)
+    if args.confusion:
+        plot_confusion(r.confusion, trained.classes, args.confusion,
+                       title=f"{trained.config.model}, {args.split} split: top-1 {100 * r.top1:.2f}%")
+    if args.json:
+        print(json.dumps({**r.to_dict(), "classes": trained.classes, "split": args.split}, indent=2))
+        return
+    print(f"{trained.config.model} (step {trained.step}) on {args.data or trained.config.data} {args.split}: "
+          f"n {r.n}  top-1 {100 * r.top1:.2f}%  top-5 {100 * r.top5:.2f}%  loss {r.loss:.4f}")
+    w = max(len(c) for c in trained.classes)
+    print(f"\n{'class':<{w}}  acc %   " + " ".join(f"{i:>5}" for i in range(len(trained.classes)))
+          if len(trained.classes) <= 20 else f"\n{'class':<{w}}  acc %")
+    for i, (c, a) in enumerate(zip(trained.classes, r.per_class, strict=True)):
+        row = " ".join(f"{v:>5}" for v in r.confusion[i].tolist()) if len(trained.classes) <= 20 else ""
+        print(f"{c:<{w}}  {100 * a:6.2f}  {row}")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="class probabilities for image files, from a checkpoint alone",
+                       formatter_class=_formatter)
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("images", nargs="+", help="image files or directories of images")
+    p.add_argument("--topk", type=_positive_int, default=3, help="classes shown per image")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from .predict import predict_files
+
+    results = predict_files(args.checkpoint, args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        print(r["file"] + "  " + "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="error and loss vs iterations of one or more runs (overlaid)",
+                       formatter_class=_formatter)
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default="curves.png", help="PNG to write")
+    p.add_argument("--labels", nargs="+", default=None, help="one legend label per run")
+    p.add_argument("--title", default=None, help="figure title")
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> None:
+    from .train import plot_runs
+
+    if args.labels and len(args.labels) != len(args.runs):
+        raise ReslabError(f"--labels needs one label per run: {len(args.runs)} runs, {len(args.labels)} labels")
+    print(plot_runs(args.runs, args.out, args.labels, args.title))
+
 
 # --- performance (bench.py, export.py): bench, export
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="throughput and latency vs torchvision/timm, side by side",
+                       formatter_class=_formatter)
+    p.add_argument("--models", default="resnet50,resnet20", help="comma-separated registered names")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer",
+                   help="inference, or a training step (CIFAR nets, loader included)")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="batch size (default 16 for infer, 128 for train)")
+    p.add_argument("--dtype", default="bf16,int8", help="reslab configurations to time: fp32,bf16,int8")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time torch.compile'd configurations (compile time reported apart)")
+    p.add_argument("--repeats", type=_positive_int, default=5, help="interleaved timed rounds")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip batch-1 latency")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--json", metavar="OUT", default=None, help="also write the full report as JSON")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import torch
+
+    from .bench import bench_inference, bench_train
+    from .models import list_models
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise ReslabError(f"unknown model {unknown[0]!r}; run `reslab models` for all names")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731  progress, not results
+    if args.mode == "train":
+        reports = [bench_train(m, args.batch or 128, args.compile, args.repeats, device=device, log=log)
+                   for m in models]
+    else:
+        dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+        reports = [bench_inference(models, args.batch or 16, dtypes, args.compile, args.repeats,
+                                   args.latency, device, log=log)]
+    for report in reports:
+        print(report)
+    if args.json:
+        Path(args.json).write_text("[" + ",\n".join(r.to_json() for r in reports) + "]\n")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write ONNX, torch.export/AOTInductor or safetensors files",
+                       formatter_class=_formatter)
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a run directory, checkpoint, state_dict or .safetensors file")
+    p.add_argument("--model", default=None, help="registered name (needed when the file does not record it)")
+    p.add_argument("--format", choices=("onnx", "pt2", "exported", "safetensors"), default="onnx",
+                   help="onnx; pt2 = AOTInductor package; exported = portable torch.export program")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                   help="example input size (default: the checkpoint's, else the model's)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic axis")
+    p.add_argument("--no-fold", dest="fold", action="store_false", help="keep BatchNorm unfolded")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .export import export_onnx, export_pt2, load, onnx_max_abs_diff, save_safetensors
+    from .models.registry import default_input_size
+
+    loaded = load(args.checkpoint, args.model)
+    size = tuple(args.input_size) if args.input_size else loaded.input_size or default_input_size(loaded.name)
+    dynamic = not args.static_batch
+    if args.format == "safetensors":
+        path = save_safetensors(loaded.model, args.out)
+    elif args.format == "onnx":
+        path = export_onnx(loaded.model, args.out, size, dynamic, args.fold)
+        diff = onnx_max_abs_diff(path, loaded.model, torch.randn(3 if dynamic else 2, *size))
+        print(f"onnxruntime vs torch: max abs diff {diff:.2e}")
+    else:
+        path = export_pt2(loaded.model, args.out, size, dynamic, aoti=args.format == "pt2", fold=args.fold)
+    print(f"wrote {path} ({loaded.name}, input {'N' if dynamic else 2}x{'x'.join(map(str, size))})")
+
+
 
 # --- shared argument types --------------------------------------------------
 def _positive_int(text: str) -> int:
@@ -89,7 +315,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,6 +82,10 @@ class TrainConfig:
         self.milestones = tuple(float(m) for m in self.milestones)
         self.betas = tuple(float(b) for b in self.betas)
         self.model_args = dict(self.model_args)
+        # --set amp=none parses to None and compile=true to True: accept both spellings
+        self.amp = "none" if self.amp is None else self.amp
+        if isinstance(self.compile, bool):
+            self.compile = "on" if self.compile else "off"
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("augment", self.augment, AUGMENTS)

@@ -1,0 +1,157 @@
+"""Evaluate and predict from a checkpoint alone.
+
+A reslab checkpoint carries the model name and arguments, the class names,
+the normalization and the input size, so nothing else is needed:
+
+    model, meta = load_trained("runs/r20/best.pt")
+    preds = predict_files("runs/r20/best.pt", ["cat.jpg"], topk=3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ReslabError
+from .train.checkpoint import load_checkpoint
+from .train.config import TrainConfig
+from .train.loop import EvalResult, amp_dtype, build_model, eval_weights, evaluate
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Trained:
+    """A model restored from a checkpoint, in eval mode, with what it needs to read images."""
+
+    model: nn.Module
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int, int]  # (C, H, W) the model expects
+    config: TrainConfig
+    step: int
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
+    """Restores the evaluation weights (EMA if kept) of a checkpoint or run directory.
+
+    A run directory resolves to best.pt when it exists (the chosen model), else last.pt.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    payload = load_checkpoint(path)
+    model = build_model(payload["model_name"], payload["model_args"], tuple(payload["image_size"]))
+    model.load_state_dict(eval_weights(payload))
+    model.to(device).eval()
+    return Trained(model, list(payload["classes"]), tuple(payload["mean"]), tuple(payload["std"]),
+                   tuple(payload["image_size"]), TrainConfig.from_dict(payload["config"]),
+                   int(payload["state"]["step"]))
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
+                        data_dir: str | None = None, batch_size: int = 512, flip_tta: bool = False,
+                        device: str = "cpu") -> tuple[EvalResult, Trained]:
+    """Top-1/top-5, loss, per-class accuracy and confusion matrix of a checkpoint on a split.
+
+    data: a data name for `reslab.data.load` (the run's own data when None); split: "train",
+    "test" or "val" (the run's validation hold-out, rebuilt from its seed and size).
+    """
+    from .data import load
+    from .data import split as split_ds
+    from .train.loop import make_loader
+
+    trained = load_trained(path, device)
+    cfg = trained.config
+    name = data or cfg.data
+    if split == "val":
+        if not cfg.val_size:
+            raise ReslabError("this run held out no validation split (val_size=0); use --split test")
+        full = load(name, split="train", root=data_dir or cfg.data_dir)
+        size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
+        ds = split_ds(full, val_size=size, seed=cfg.seed)[1]
+    else:
+        ds = load(name, split=split, root=data_dir or cfg.data_dir)
+    _check_compatible(ds, trained)
+    loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2] else None,
+                             channels_last=False)
+    # normalize with the checkpoint's statistics, not the evaluated split's own
+    ds = dataclasses.replace(ds, mean=trained.mean, std=trained.std)
+    loader = make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
+    amp = amp_dtype(cfg, torch.device(device))
+    return evaluate(trained.model, loader, len(trained.classes), amp, flip_tta=flip_tta), trained
+
+
+def _check_compatible(ds: Any, trained: Trained) -> None:
+    if ds.images.shape[1] != trained.image_size[0]:
+        raise ReslabError(f"the model takes {trained.image_size[0]}-channel images; "
+                          f"{ds.name} has {ds.images.shape[1]}")
+    if list(ds.classes) != trained.classes:
+        raise ReslabError(f"{ds.name} has classes {list(ds.classes)[:5]}..., the checkpoint "
+                          f"{trained.classes[:5]}...: not the data this model was trained on")
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside directories (recursively, sorted)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ReslabError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {item}")
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise ReslabError(f"no such image file or directory: {item}")
+    return files
+
+
+def read_image(path: Path, image_size: tuple[int, int, int]) -> Tensor:
+    """(C, H, W) uint8 at the model's size; grayscale or RGB as the model expects."""
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = image_size
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ReslabError(f"cannot read image {path}: {e}") from None
+    return data.view(h, w, c).permute(2, 0, 1).contiguous()
+
+
+@torch.no_grad()
+def predict_tensor(trained: Trained, images: Tensor) -> Tensor:
+    """images: (N, C, H, W) uint8 -> (N, K) class probabilities (float32)."""
+    device = next(trained.model.parameters()).device
+    mean = torch.tensor(trained.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(trained.std, device=device).view(1, -1, 1, 1)
+    x = (images.to(device).float() / 255.0 - mean) / std
+    return F.softmax(trained.model(x).float(), dim=1)
+
+
+def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,
+                  batch_size: int = 256, device: str = "cpu") -> list[dict[str, Any]]:
+    """For each image: {"file", "top": [{"class", "prob"}, ...]} with the `topk` likeliest classes."""
+    trained = load_trained(checkpoint, device)
+    files = image_files(inputs)
+    k = max(1, min(topk, len(trained.classes)))
+    results = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        probs = predict_tensor(trained, torch.stack([read_image(p, trained.image_size) for p in chunk]))
+        p, idx = probs.topk(k, dim=1)
+        for f, pr, ix in zip(chunk, p.tolist(), idx.tolist(), strict=True):
+            results.append({"file": str(f), "top": [{"class": trained.classes[i], "prob": round(q, 6)}
+                                                    for i, q in zip(ix, pr, strict=True)]})
+    return results
