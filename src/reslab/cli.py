@@ -302,87 +302,6 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({loaded.name}, input {'N' if dynamic else 2}x{'x'.join(map(str, size))})")
 
 
-def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="throughput and latency vs torchvision/timm, side by side",
-                       formatter_class=_formatter)
-    p.add_argument("--models", default="resnet50,resnet20", help="comma-separated registered names")
-    p.add_argument("--mode", choices=("infer", "train"), default="infer",
-                   help="inference, or a training step (CIFAR nets, loader included)")
-    p.add_argument("--batch", type=_positive_int, default=None,
-                   help="batch size (default 16 for infer, 128 for train)")
-    p.add_argument("--dtype", default="bf16,int8", help="reslab configurations to time: fp32,bf16,int8")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time torch.compile'd configurations (compile time reported apart)")
-    p.add_argument("--repeats", type=_positive_int, default=5, help="interleaved timed rounds")
-    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip batch-1 latency")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--json", metavar="OUT", default=None, help="also write the full report as JSON")
-    p.set_defaults(func=_run_bench)
-
-
-def _run_bench(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    import torch
-
-    from .bench import bench_inference, bench_train
-    from .models import list_models
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in list_models()]
-    if unknown:
-        raise ReslabError(f"unknown model {unknown[0]!r}; run `reslab models` for all names")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731  progress, not results
-    if args.mode == "train":
-        reports = [bench_train(m, args.batch or 128, args.compile, args.repeats, device=device, log=log)
-                   for m in models]
-    else:
-        dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-        reports = [bench_inference(models, args.batch or 16, dtypes, args.compile, args.repeats,
-                                   args.latency, device, log=log)]
-    for report in reports:
-        print(report)
-    if args.json:
-        Path(args.json).write_text("[" + ",\n".join(r.to_json() for r in reports) + "]\n")
-
-
-def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write ONNX, torch.export/AOTInductor or safetensors files",
-                       formatter_class=_formatter)
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a run directory, checkpoint, state_dict or .safetensors file")
-    p.add_argument("--model", default=None, help="registered name (needed when the file does not record it)")
-    p.add_argument("--format", choices=("onnx", "pt2", "exported", "safetensors"), default="onnx",
-                   help="onnx; pt2 = AOTInductor package; exported = portable torch.export program")
-    p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
-                   help="example input size (default: the checkpoint's, else the model's)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic axis")
-    p.add_argument("--no-fold", dest="fold", action="store_false", help="keep BatchNorm unfolded")
-    p.set_defaults(func=_run_export)
-
-
-def _run_export(args: argparse.Namespace) -> None:
-    import torch
-
-    from .export import export_onnx, export_pt2, load, onnx_max_abs_diff, save_safetensors
-    from .models.registry import default_input_size
-
-    loaded = load(args.checkpoint, args.model)
-    size = tuple(args.input_size) if args.input_size else loaded.input_size or default_input_size(loaded.name)
-    dynamic = not args.static_batch
-    if args.format == "safetensors":
-        path = save_safetensors(loaded.model, args.out)
-    elif args.format == "onnx":
-        path = export_onnx(loaded.model, args.out, size, dynamic, args.fold)
-        diff = onnx_max_abs_diff(path, loaded.model, torch.randn(3 if dynamic else 2, *size))
-        print(f"onnxruntime vs torch: max abs diff {diff:.2e}")
-    else:
-        path = export_pt2(loaded.model, args.out, size, dynamic, aoti=args.format == "pt2", fold=args.fold)
-    print(f"wrote {path} ({loaded.name}, input {'N' if dynamic else 2}x{'x'.join(map(str, size))})")
-
-
 
 # --- shared argument types --------------------------------------------------
 def _positive_int(text: str) -> int:
@@ -396,7 +315,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_bench, _add_export, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
