@@ -100,6 +100,10 @@ def test_flip_augment_and_resize_dtype_channels_last():
     x, _ = next(iter(Loader(ds, batch_size=8, resize=12, dtype=torch.bfloat16, channels_last=True)))
     assert x.shape == (8, 3, 12, 12) and x.dtype == torch.bfloat16
     assert x.is_contiguous(memory_format=torch.channels_last)
+    plain, _ = next(iter(Loader(ds, batch_size=8, train=False)))
+    big, _ = next(iter(Loader(ds, batch_size=8, train=False, resize=12, channels_last=True)))
+    expected = torch.nn.functional.interpolate(plain, size=(12, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(big, expected, rtol=1e-4, atol=1e-3)
 
 
 def test_augment_index_in_bounds():

@@ -16,7 +16,7 @@ from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD
 def folder(tmp_path):
     rng = np.random.default_rng(0)
     sizes = [(50, 30), (80, 100), (33, 33), (120, 64)]
-    for c, cls in enumerate(["cat", "dog"]):
+    for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()
         for i in range(10):
             w, h = sizes[i % 4]

@@ -479,14 +479,15 @@ def _warn_skipped(root: Path, skipped: list[list[str]], ignored: list[str]) -> N
         names = "; ".join(f"{p} ({why})" for p, why in skipped[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         warnings.warn(f"{root}: skipped {len(skipped)} unreadable image(s): {names}{more}",
-                      DataWarning, stacklevel=4)
+                      DataWarning, stacklevel=5)
     if ignored:
         more = f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""
         warnings.warn(f"{root}: ignored {len(ignored)} non-image file(s): "
-                      f"{', '.join(ignored[:3])}{more}", DataWarning, stacklevel=4)
+                      f"{', '.join(ignored[:3])}{more}", DataWarning, stacklevel=5)
 
 
-def _load_folder(folder: Path, root, image_size: int | None) -> tuple[dict[str, Tensor], dict]:
+def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True
+                 ) -> tuple[dict[str, Tensor], dict]:
     """Decode (or read from the cache) every image of a class-folder tree."""
     scan = scan_folder(folder)
     cache = _cache_path(root, "imagefolder", [scan.key, f"size={image_size}"])
@@ -516,7 +517,8 @@ def _load_folder(folder: Path, root, image_size: int | None) -> tuple[dict[str, 
         _write_cache(cache, {"images": images, "labels": labels}, meta)
         cached = _read_cache(cache, ["images", "labels"])
     arrays, meta = cached
-    _warn_skipped(folder, meta["skipped"], meta["ignored"])
+    if warn:
+        _warn_skipped(folder, meta["skipped"], meta["ignored"])
     return arrays, meta
 
 
@@ -535,7 +537,7 @@ def _load_imagefolder(path: str, split: str, root, image_size: int | None) -> Da
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     if folder != base and split != "train" and (base / "train").is_dir():
         # Evaluation data is normalized with the training set's statistics.
-        train_meta = _load_folder(base / "train", root, image_size)[1]
+        train_meta = _load_folder(base / "train", root, image_size, warn=False)[1]
         if train_meta["classes"] != meta["classes"]:
             raise ReslabError(f"{folder} and {base / 'train'} have different class folders; "
                               "labels would not match")
