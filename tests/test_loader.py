@@ -138,3 +138,16 @@ def test_bad_arguments():
         Loader(ds, dtype=torch.uint8)
     with pytest.raises(ReslabError, match="start_batch"):
         Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_match_cpu():
+    ds = _ramp(64)
+    cpu = list(Loader(ds, batch_size=16, seed=2))
+    gpu = list(Loader(ds, batch_size=16, seed=2, device="cuda"))
+    assert len(cpu) == len(gpu) == 4
+    for (x, y), (gx, gy) in zip(cpu, gpu, strict=True):
+        assert gx.is_cuda and gy.is_cuda
+        torch.testing.assert_close(gx.cpu(), x)
+        assert torch.equal(gy.cpu(), y)
