@@ -1,0 +1,82 @@
+"""`reslab bench`: the measuring machinery (not the speeds, which live in benchmarks/)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab.bench import _time_call, bench_inference, bench_train, machine_info, matmul_peak
+from reslab.cli import main
+from reslab.errors import ReslabError
+
+
+def test_peers_get_reslab_weights_and_agree() -> None:
+    report = bench_inference(["resnet18"], batch=2, dtypes=["bf16"], compile=False, repeats=2,
+                             latency=True, input_size=(3, 64, 64), min_seconds=0.01,
+                             peak_size=256)
+    by = {r.config: r for r in report.results}
+    base = report.results[0]
+    assert base.config == "torchvision eager fp32" and base.speedup == 1.0 and base.latency_speedup == 1.0
+    # Same weights in torchvision, timm and reslab: the same function.
+    assert by["timm eager fp32"].max_rel_diff < 1e-5
+    assert 1e-5 < by["reslab optimize bf16"].max_rel_diff < 5e-2  # bf16 really ran, and is close
+    for r in report.results:
+        assert len(r.rounds) == 2 and r.images_per_s_min <= r.images_per_s <= r.images_per_s_max
+        assert r.latency_ms > 0 and r.gflops > 0 and r.setup_s > 0
+        assert r.speedup == pytest.approx(r.images_per_s / base.images_per_s)
+    assert report.machine["torch"] == torch.__version__ and report.machine["threads"] >= 1
+    json.loads(report.to_json())
+    assert "timm eager fp32" in str(report)
+
+
+def test_cifar_baseline_is_reslab_eager_and_int8_runs() -> None:
+    report = bench_inference(["resnet20"], batch=4, dtypes=["int8"], compile=False, repeats=1,
+                             latency=False, min_seconds=0.01, peak_size=256)
+    names = [r.config for r in report.results]
+    assert names == ["reslab eager fp32", "reslab optimize int8"]
+    assert report.results[1].latency_ms is None and report.results[1].max_rel_diff < 0.5
+
+
+def test_train_step_is_timed() -> None:
+    report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256)
+    assert [r.dtype for r in report.results] == ["fp32", "bf16"]
+    assert all(r.images_per_s > 0 for r in report.results)
+    with pytest.raises(ReslabError, match="CIFAR"):
+        bench_train("resnet18", batch=4, compile=False, repeats=1)
+
+
+def test_matmul_peak_and_timer() -> None:
+    assert matmul_peak("fp32", n=256, seconds=0.05) > 0.1
+    assert _time_call(lambda: sum(range(1000)), torch.device("cpu"), 3) > 0
+    assert "cpu" in machine_info()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ReslabError, match="dtype"):
+        bench_inference(["resnet20"], dtypes=["fp16"])
+    with pytest.raises(ReslabError, match="positive"):
+        bench_inference(["resnet20"], batch=0)
+
+
+def test_cli_bench_writes_json(tmp_path, capsys) -> None:
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--models", "resnet20", "--batch", "2", "--dtype", "bf16", "--no-compile",
+               "--repeats", "1", "--no-latency", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data[0]["mode"] == "infer" and data[0]["results"][0]["batch"] == 2
+    assert "resnet20" in capsys.readouterr().out
+    assert main(["bench", "--models", "nope"]) == 2
+
+
+def test_cli_export_onnx_from_safetensors(tmp_path, capsys) -> None:
+    import reslab
+    from reslab.export import save_safetensors
+
+    weights = save_safetensors(reslab.create_model("resnet20", num_classes=3), tmp_path / "w.safetensors")
+    rc = main(["export", str(weights), "--model", "resnet20", "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert rc == 0 and (tmp_path / "m.onnx").stat().st_size > 100_000
+    diff = float(capsys.readouterr().out.split("max abs diff ")[1].split()[0])
+    assert diff < 1e-4
