@@ -45,7 +45,11 @@ def test_train_order_is_seeded_permutation_per_epoch():
     a = Loader(ds, batch_size=7, augment=None, seed=3)
     b = Loader(ds, batch_size=7, augment=None, seed=3)
     c = Loader(ds, batch_size=7, augment=None, seed=4)
+    torch.manual_seed(7)
     ep0 = torch.cat([x[:, 0, 0, 0] for x, _ in a])
+    after = torch.rand(2)
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(2))  # the global RNG was left alone
     ep1 = torch.cat([x[:, 0, 0, 0] for x, _ in a])  # the epoch advanced by itself
     assert sorted(ep0.round().long().tolist()) == list(range(50))
     assert not torch.equal(ep0, ep1)

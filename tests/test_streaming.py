@@ -45,7 +45,11 @@ def test_train_batches_workers_and_determinism(folder):
     assert xs.shape[1:] == (3, 24, 24) and xs.dtype == torch.float32 and 14 <= len(xs) <= 16
     # Same seed and epoch: the same crops, whatever worker decoded them.
     b = StreamingLoader(folder, batch_size=8, train=True, image_size=24, num_workers=0, seed=1)
+    torch.manual_seed(123)
     xb = torch.cat([x for x, _ in _collect(b)])
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))  # the global RNG was left alone
     assert torch.equal(xs, xb)
     assert not torch.equal(torch.cat([x for x, _ in _collect(b)]), xb)  # epoch 1 differs
     b.set_epoch(0, start_batch=1)  # resume: the second batch of epoch 0 again

@@ -68,9 +68,11 @@ class StreamingImageFolder(torch.utils.data.Dataset):
                 if im.mode == "P" and "transparency" in im.info:
                     im = im.convert("RGBA")
                 im = im.convert("RGB")
-                if self.train:
+                # torchvision draws from the global RNG; seed a forked copy so the
+                # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
+                with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(_seed(self.seed, self.epoch, i))
-                x = v2.functional.pil_to_tensor(self.transform(im))
+                    x = v2.functional.pil_to_tensor(self.transform(im))
         except Exception:  # PIL signals bad files with many types; the batch drops this one
             return None, self.scan.labels[i], i
         return x, self.scan.labels[i], i
@@ -143,6 +145,9 @@ class StreamingLoader:
         self.dataset.epoch = epoch
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
                             num_workers=self.num_workers, collate_fn=_collate,
+                            # its own generator: the workers' base seed never draws from
+                            # (or shifts) the caller's global RNG
+                            generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 2)),
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
         bad: list[int] = []
