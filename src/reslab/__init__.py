@@ -23,6 +23,7 @@ from .models import (
     model_info,
     register_model,
 )
+from .optimize import optimize  # the attribute is the function; `from reslab.optimize import ...` reaches the module
 from .summary import summary
 
 __version__ = "0.1.0"
@@ -30,5 +31,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
-    "create_model", "list_models", "model_info", "register_model", "summary",
+    "create_model", "list_models", "model_info", "optimize", "register_model", "summary",
 ]
