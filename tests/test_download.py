@@ -114,6 +114,11 @@ def test_fetch_uses_data_dir_and_respects_download_false(server, tmp_path, monke
     paths = fetch("toy")
     assert paths["ok.bin"] == tmp_path / "env" / "toy" / "ok.bin"
     assert paths["ok.bin"].read_bytes() == PAYLOAD
+    # A dataset of several files names every missing one in its error.
+    monkeypatch.setitem(dl.RESOURCES, "two", (Remote("a.bin", MD5, (f"{server}/error",)),
+                                              Remote("b.bin", MD5, (f"{server}/error",))))
+    with pytest.raises(ReslabError, match="HTTP 500.*two/a.bin .*also needed there: b.bin$"):
+        fetch("two")
     # Present files are not fetched again (the server is not asked).
     monkeypatch.setitem(dl.RESOURCES, "toy", (Remote("ok.bin", MD5, (f"{server}/error",)),))
     assert fetch("toy")["ok.bin"].read_bytes() == PAYLOAD

@@ -176,16 +176,20 @@ def fetch(name: str, root: str | os.PathLike | None = None, download_missing: bo
     where to get it and where to put it.
     """
     directory = data_dir(root) / name
-    paths = {}
-    for remote in RESOURCES[name]:
-        target = directory / remote.filename
-        if not target.is_file():
-            if not download_missing:
-                raise ReslabError(f"{remote.filename} is missing and download=False; "
-                                  + _place_by_hand(remote, directory))
+    remotes = RESOURCES[name]
+    missing = [r for r in remotes if not (directory / r.filename).is_file()]
+    for i, remote in enumerate(missing):
+        also = ""
+        if len(missing) > i + 1:
+            also = f"; also needed there: {', '.join(r.filename for r in missing[i + 1:])}"
+        if not download_missing:
+            raise ReslabError(f"{remote.filename} is missing and download=False; "
+                              + _place_by_hand(remote, directory) + also)
+        try:
             download_file(remote, directory)
-        paths[remote.filename] = target
-    return paths
+        except ReslabError as e:
+            raise ReslabError(f"{e}{also}") from None
+    return {r.filename: directory / r.filename for r in remotes}
 
 
 def verify(path: Path, remote: Remote) -> None:
