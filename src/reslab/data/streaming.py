@@ -71,7 +71,7 @@ class StreamingImageFolder(torch.utils.data.Dataset):
                 # torchvision draws from the global RNG; seed a forked copy so the
                 # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_seed(self.seed, self.epoch, i))
+                    torch.default_generator.manual_seed(_seed(self.seed, self.epoch, i))
                     x = v2.functional.pil_to_tensor(self.transform(im))
         except Exception:  # PIL signals bad files with many types; the batch drops this one
             return None, self.scan.labels[i], i
