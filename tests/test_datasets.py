@@ -88,6 +88,9 @@ def test_imagefolder_train_test_subfolders_use_train_stats(tmp_path, data_root):
     assert te.mean == tr.mean and te.split == "test"
     with pytest.raises(ReslabError, match="no val/ sub-folder"):
         load(f"imagefolder:{base}", split="val")
+    _folder(base / "test", {"z": [("1.png", _solid(0))]})
+    with pytest.raises(ReslabError, match="different class folders"):
+        load(f"imagefolder:{base}", split="test")
 
 
 def test_corrupt_images_are_counted_named_and_skipped(tmp_path, data_root):
@@ -155,7 +158,10 @@ def test_cache_is_reused_and_invalidated(tmp_path, data_root):
     _solid((5, 5, 5)).save(base / "b" / "2.png")
     again = load(f"imagefolder:{base}")
     assert len(again) == 3 and len(first) == 2
-    assert len(list((data_root / "cache").iterdir())) == 3
+    # The stale caches of this folder were removed; other settings keep theirs.
+    assert len(list((data_root / "cache").iterdir())) == 1
+    load(f"imagefolder:{base}", image_size=4)
+    assert len(list((data_root / "cache").iterdir())) == 2
     assert not [p for p in (data_root / "cache").iterdir() if p.name.startswith(".")]
 
 

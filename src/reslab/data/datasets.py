@@ -221,6 +221,20 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _prune_stale(current: Path, meta: dict) -> None:
+    """Delete older caches of the same source and settings: it changed since they were written."""
+    for other in current.parent.glob(current.name.rsplit("-", 1)[0] + "-*"):
+        if other == current or not (other / "meta.json").is_file():
+            continue
+        try:
+            old = json.loads((other / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if old.get("source") == meta["source"] and old.get("image_size") == meta["image_size"]:
+            # Safe even while another process maps it: the pages stay until unmapped.
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def _read_cache(path: Path, names: Sequence[str]) -> tuple[dict[str, Tensor], dict] | None:
     if not (path / "meta.json").is_file():
         return None
@@ -512,9 +526,10 @@ def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True
                               f"{', '.join(lost)}; fix or remove them")
         images = np.stack([results[i][0] for i in keep]).transpose(0, 3, 1, 2)
         mean, std = channel_stats(torch.from_numpy(images))
-        meta = {"classes": scan.classes, "mean": mean, "std": std, "source": str(folder),
-                "skipped": skipped, "ignored": scan.ignored}
+        meta = {"classes": scan.classes, "mean": mean, "std": std, "source": str(folder.resolve()),
+                "image_size": image_size, "skipped": skipped, "ignored": scan.ignored}
         _write_cache(cache, {"images": images, "labels": labels}, meta)
+        _prune_stale(cache, meta)
         cached = _read_cache(cache, ["images", "labels"])
     arrays, meta = cached
     if warn:
