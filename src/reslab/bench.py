@@ -431,10 +431,12 @@ def _plain_batches(ds, batch: int):
         yield from torch.utils.data.DataLoader(_Set(), batch_size=batch, shuffle=True, drop_last=True)
 
 
-def _fast_batches(ds, batch: int, channels_last: bool):
+def _fast_batches(ds, batch: int, channels_last: bool, device: torch.device):
     from .data import Loader
 
-    loader = Loader(ds, batch_size=batch, train=True, channels_last=channels_last, drop_last=True)
+    # The whole uint8 set lives on the device; augmentation happens there, batched.
+    loader = Loader(ds, batch_size=batch, train=True, channels_last=channels_last, drop_last=True,
+                    device=device)
     while True:
         yield from loader
 
@@ -500,9 +502,12 @@ def bench_train(
     for label, fast, comp, dtype, fmt in variants:
         torch.manual_seed(0)
         model = create_model(model_name).to(device)
-        batches = _fast_batches(ds, batch, True) if fast else _plain_batches(ds, batch)
-        if device.type != "cpu":
-            batches = ((x.to(device), y.to(device)) for x, y in batches)
+        if fast:
+            batches = _fast_batches(ds, batch, True, device)
+        else:
+            batches = _plain_batches(ds, batch)
+            if device.type != "cpu":
+                batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in batches)
         log(f"train {model_name}: setting up {label}")
         t0 = time.perf_counter()
         step = train_step_fn(model, batches, fast, comp)
