@@ -55,8 +55,12 @@ def payload_digest(payload: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, data: bytes, keep_as: Path | None = None) -> None:
+    """Writes `data` to `path` so that readers see the old file or the new one, never half.
+
+    keep_as: once the new bytes are safely on disk, the old file (if any) is also kept under
+    this name. It is hard-linked, not moved, so `path` exists at every moment.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -64,11 +68,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_as is not None and path.exists():
+            _link_or_copy(path, Path(keep_as))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:  # file systems without hard links
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -88,8 +107,9 @@ def _fsync_dir(directory: Path) -> None:
 def save_checkpoint(payload: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:
     """Saves `payload` (tensors and plain values) atomically with its digest.
 
-    keep_previous: an existing file at `path` is first renamed to `prev.pt`
-    (`<stem>.prev.pt` for other names), so one older good checkpoint survives.
+    keep_previous: an existing file at `path` is kept as `prev.pt`
+    (`<stem>.prev.pt` for other names) once the new one is on disk, so one older good
+    checkpoint survives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +117,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, keep_previous: bo
     payload[DIGEST_KEY] = payload_digest(payload)
     buf = io.BytesIO()
     torch.save(payload, buf)
-    if keep_previous and path.exists():
-        prev = path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
-        os.replace(path, prev)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), keep_as=_prev_path(path) if keep_previous else None)
     return path
 
 
@@ -131,8 +148,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _prev_path(path: Path) -> Path:
+    return path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
+
+
 def _prev_hint(path: Path) -> str:
-    prev = path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
+    prev = _prev_path(path)
     return f"; the previous checkpoint is {prev}" if prev.exists() else ""
 
 

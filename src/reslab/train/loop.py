@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ReslabError
+from ..models import model_info
 from .checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
 from .logging import MetricsLog, Progress, plot_runs
@@ -410,9 +411,10 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
           data: Data | None = None, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Trains `cfg` into run directory `out` (created); resume=True continues from out/last.pt.
+    """Trains `cfg` into run directory `out` (created); resume=True continues from out/last.pt
+    with the config saved there (`cfg` may then be None).
 
     on_step(step) runs after each optimizer step; raising KeyboardInterrupt in
     it behaves like Ctrl-C (checkpoint, then TrainingInterrupted).
@@ -420,9 +422,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     out = Path(out)
     dist = dist_from_env()
     run, log = _setup(cfg, out, resume, data, dist)
-    train_loader = make_loader(run.data.train, cfg, True, next(run.model.parameters()).device)
+    train_loader = make_loader(run.data.train, run.cfg, True, next(run.model.parameters()).device)
     bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
-                   every=cfg.log_every)
+                   every=run.cfg.log_every)
     flag = {"stop": False}
     t_start = time.perf_counter()
     images = 0
@@ -449,6 +451,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
         cfg = TrainConfig.from_dict(payload["config"])
     elif (out / "last.pt").exists():
         raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
+    model_info(cfg.model)  # an unknown model name fails here, before any data is read
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, dist)
@@ -552,10 +555,10 @@ def _end_epoch(run: Run, out: Path, log: MetricsLog, bar: Progress, dist: Dist, 
                loss_sum: float, correct_sum: int, seconds: float, final: bool) -> None:
     """Validation, best/last checkpoints and the epoch record; then moves to the next epoch."""
     cfg, state = run.cfg, run.state
-    n_local = max(seen // dist.world, 1)
-    record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "train_loss": loss_sum / n_local,
-                              "train_acc": correct_sum / n_local, "img_s": seen / max(seconds, 1e-9),
-                              "seconds": round(seconds, 2)}
+    record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "seconds": round(seconds, 2)}
+    if seen:  # nothing seen: resumed exactly at the end of an epoch
+        n_local = seen // dist.world
+        record.update(train_loss=loss_sum / n_local, train_acc=correct_sum / n_local, img_s=seen / seconds)
     full_epoch = state.batch >= run.env["steps_per_epoch"]
     state.epoch, state.batch = (state.epoch + 1, 0) if full_epoch else (state.epoch, state.batch)
     if dist.main and (final or state.epoch % cfg.eval_every == 0):
@@ -566,8 +569,9 @@ def _end_epoch(run: Run, out: Path, log: MetricsLog, bar: Progress, dist: Dist, 
     log.write("epoch", **record)
     save(run, out, "last.pt", dist)
     val = f"  val_acc {record['val_acc']:.4f}" if record.get("val_acc") is not None else ""
-    bar.write(f"epoch {record['epoch']}  step {state.step}  loss {record['train_loss']:.4f}  "
-              f"train_acc {record['train_acc']:.4f}{val}  {record['img_s']:.0f} img/s")
+    if seen:
+        bar.write(f"epoch {record['epoch']}  step {state.step}  loss {record['train_loss']:.4f}  "
+                  f"train_acc {record['train_acc']:.4f}{val}  {record['img_s']:.0f} img/s")
 
 
 def _validate(run: Run) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""Checkpoints: atomic writes, digest-verified loads, the previous one kept, safe RNG round trip."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from reslab.errors import ReslabError
+from reslab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+def payload(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"model": {"w": torch.randn(64, 64, generator=g), "b": torch.zeros(64, dtype=torch.bfloat16)},
+            "state": {"step": seed, "epoch": 1}, "classes": ["a", "b"], "mean": [0.5], "rng": rng_state()}
+
+
+def test_round_trip_and_previous_kept(tmp_path):
+    p = save_checkpoint(payload(1), tmp_path / "last.pt")
+    save_checkpoint(payload(2), tmp_path / "last.pt")
+    assert load_checkpoint(p)["state"]["step"] == 2
+    prev = load_checkpoint(tmp_path / "prev.pt")
+    assert prev["state"]["step"] == 1 and torch.equal(prev["model"]["w"], payload(1)["model"]["w"])
+    assert load_checkpoint(tmp_path)["state"]["step"] == 2  # a run directory means its last.pt
+
+
+def test_flipped_byte_is_detected(tmp_path):
+    p = save_checkpoint(payload(1), tmp_path / "last.pt")
+    save_checkpoint(payload(2), tmp_path / "last.pt")
+    data = bytearray(p.read_bytes())
+    # torch's zip reader would load this silently: the byte sits inside the tensor data
+    i = data.index(payload(2)["model"]["w"][10].numpy().tobytes()[:16])
+    data[i + 3] ^= 0x40
+    p.write_bytes(bytes(data))
+    with pytest.raises(ReslabError, match=r"corrupt.*previous checkpoint is .*prev\.pt"):
+        load_checkpoint(p)
+    assert load_checkpoint(tmp_path / "prev.pt")["state"]["step"] == 1
+
+
+def test_truncated_file_is_detected(tmp_path):
+    p = save_checkpoint(payload(1), tmp_path / "best.pt")
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ReslabError, match="corrupt or truncated"):
+        load_checkpoint(p)
+
+
+def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    p = save_checkpoint(payload(1), tmp_path / "best.pt")
+    before = p.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(payload(2), tmp_path / "best.pt")
+    monkeypatch.undo()
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["best.pt"]  # no temporary left behind
+
+
+def test_foreign_and_missing_files(tmp_path):
+    torch.save({"w": torch.ones(2)}, tmp_path / "other.pt")
+    with pytest.raises(ReslabError, match="not a reslab checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ReslabError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"format": "reslab-checkpoint-1", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ReslabError, match="corrupt or truncated"):  # weights_only refuses the global
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_rng_states_round_trip():
+    state = rng_state()
+    a = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_state(state)
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]

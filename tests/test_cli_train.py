@@ -1,0 +1,75 @@
+"""`reslab train / eval / predict / plot` end to end on digits, through cli.main()."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from reslab.cli import main
+from reslab.data import load
+
+TRAIN = ["train", "--model", "resnet20", "--data", "digits", "--iters", "30", "--quiet",
+         "--set", "batch_size=32", "--set", "val_size=120", "--set", "augment=none", "--set", "threads=1",
+         "--set", "log_every=5", "--set", "compile=off"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_run_and_eval_agrees_with_it(run_dir, capsys):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 30 and summary["chosen"] == "best.pt"
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--json", "--confusion", str(run_dir / "confusion.png")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 360
+    # the run's own test figure, recomputed from the checkpoint alone
+    assert r["top1"] == pytest.approx(summary["test"]["top1"])
+    assert r["top1"] > 0.5
+    conf = torch.tensor(r["confusion"])
+    assert conf.sum() == 360 and conf.diag().sum() == round(r["top1"] * 360)
+    assert (run_dir / "confusion.png").stat().st_size > 1000
+
+
+def test_predict_from_the_checkpoint_alone(run_dir, tmp_path, capsys):
+    test = load("digits", split="test")
+    for i in range(8):
+        Image.fromarray(test.images[i, 0].numpy()).save(tmp_path / f"{i}_{int(test.labels[i])}.png")
+    capsys.readouterr()
+    assert main(["predict", str(run_dir / "best.pt"), str(tmp_path), "--topk", "3", "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds) == 8 and all(len(p["top"]) == 3 for p in preds)
+    for p in preds:
+        probs = [t["prob"] for t in p["top"]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-5
+    hits = sum(p["top"][0]["class"] == p["file"].rsplit("_", 1)[1][0] for p in preds)
+    assert hits >= 4  # the trained model (>50% test accuracy) beats chance (10%) on PNG files
+
+
+def test_resume_continues_a_finished_run_without_training(run_dir, capsys):
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 30
+
+
+def test_plot_overlays_runs(run_dir, tmp_path):
+    out = tmp_path / "both.png"
+    assert main(["plot", str(run_dir), str(run_dir), "--labels", "a", "b", "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "digits", "--set", "learning_rate=1"], "unknown config field"),
+    (["train", "--data", "digits", "--set", "lr=-1"], "lr must be in"),
+    (["train", "--model", "resnet21", "--data", "digits", "--iters", "1"], "unknown model"),
+    (["eval", "/nonexistent/run"], "no checkpoint"),
+    (["predict", "/nonexistent/best.pt", "x.png"], "no checkpoint"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
+    assert main(argv + (["--out", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,78 @@
+"""TrainConfig validation, presets and LR schedules: pure functions, no training."""
+
+import math
+
+import pytest
+
+from reslab.errors import ReslabError
+from reslab.train import PRESETS, TrainConfig, lr_at, lr_curve, preset
+
+
+def test_paper_cifar_preset_has_the_published_numbers():
+    cfg = preset("paper-cifar")
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.1, 0.9, 1e-4, 128)
+    assert cfg.iters == 64000 and cfg.val_size == 5000 and cfg.augment == "cifar"
+    # lr /10 at 32k and 48k of 64k iterations
+    assert lr_at(cfg, 31999, 64000) == pytest.approx(0.1)
+    assert lr_at(cfg, 32000, 64000) == pytest.approx(0.01)
+    assert lr_at(cfg, 47999, 64000) == pytest.approx(0.01)
+    assert lr_at(cfg, 48000, 64000) == pytest.approx(0.001)
+    assert cfg.warmup_lr is None  # resnet20 needs no warm-up
+
+
+def test_paper_cifar_warms_up_the_deep_nets():
+    cfg = preset("paper-cifar", model="resnet110")
+    assert (cfg.warmup_lr, cfg.warmup_until_error) == (0.01, 0.8)
+
+
+def test_every_preset_builds():
+    for name in PRESETS:
+        assert isinstance(preset(name), TrainConfig)
+    d2l = preset("d2l-fashion")
+    assert (d2l.lr, d2l.batch_size, d2l.resize, d2l.epochs) == (0.05, 256, 96, 10)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"lr": -0.1}, "lr"), ({"momentum": 1.0}, "momentum"), ({"batch_size": 0}, "batch_size"),
+    ({"optimizer": "lion"}, "optimizer"), ({"milestones": (0.75, 0.5)}, "milestones"),
+    ({"epochs": None, "iters": None}, "epochs or iters"), ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"warmup_lr": 0.01}, "warmup_lr"), ({"nesterov": True, "momentum": 0.0}, "nesterov"),
+])
+def test_bad_values_name_the_field(changes, field):
+    with pytest.raises(ReslabError, match=field):
+        TrainConfig(**changes)
+
+
+def test_overrides_parse_json_and_reject_unknown_fields():
+    cfg = TrainConfig().with_overrides(["lr=0.05", "milestones=[0.3,0.6]", "amp=none", "nesterov=true",
+                                        "grad_clip=null", "data=imagefolder:/x"])
+    assert cfg.lr == 0.05 and cfg.milestones == (0.3, 0.6) and cfg.amp == "none" and cfg.nesterov
+    assert cfg.data == "imagefolder:/x" and cfg.grad_clip is None
+    with pytest.raises(ReslabError, match="unknown config field"):
+        TrainConfig().with_overrides(["learning_rate=0.1"])
+    with pytest.raises(ReslabError, match="key=value"):
+        TrainConfig().with_overrides(["lr"])
+
+
+def test_config_round_trips_through_dict():
+    cfg = preset("fast-cifar", model="resnet32")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_onecycle_warms_up_linearly_then_decays_to_zero():
+    cfg = TrainConfig(schedule="onecycle", lr=0.4, warmup_iters=100, warmup_start=0.1, iters=1000)
+    curve = lr_curve(cfg, 1000)
+    assert curve[0] == pytest.approx(0.04)
+    assert curve[50] == pytest.approx(0.04 + 0.36 * 0.5)
+    assert max(curve) == pytest.approx(0.4) and curve.index(max(curve)) == 100
+    assert curve[-1] == pytest.approx(0.4 / 900)
+    assert lr_at(cfg, 1000, 1000) == 0.0
+    assert all(a >= b for a, b in zip(curve[100:], curve[101:], strict=False))
+
+
+def test_cosine_is_half_way_at_the_middle():
+    cfg = TrainConfig(schedule="cosine", lr=0.2, iters=200)
+    assert lr_at(cfg, 0, 200) == pytest.approx(0.2)
+    assert lr_at(cfg, 100, 200) == pytest.approx(0.1)
+    assert lr_at(cfg, 200, 200) == pytest.approx(0.0, abs=1e-12)
+    assert not any(math.isnan(v) for v in lr_curve(cfg, 200))

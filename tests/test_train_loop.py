@@ -1,0 +1,131 @@
+"""The training loop on tiny data: loss falls, resume is exact, NaN stops, outputs are complete.
+
+All runs use the embedded digits (8x8) and a handful of steps, so the file
+takes well under a minute on 2 CPU cores.
+"""
+
+import json
+
+import pytest
+import torch
+
+from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
+from reslab.train.loop import load_data
+
+
+def tiny(**changes) -> TrainConfig:
+    # no augmentation: a 4-pixel shift is half of an 8x8 digit; one thread: the test machine is shared
+    base = dict(model="resnet20", data="digits", iters=24, batch_size=32, val_size=120, lr=0.1,
+                schedule="cosine", warmup_iters=4, log_every=1, compile="off", seed=0, augment=None,
+                threads=1)
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return load_data(tiny())
+
+
+def _steps(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
+    result = train(tiny(iters=40), tmp_path / "run", progress=False, data=digits_data)
+    run = tmp_path / "run"
+    records = _steps(run)
+    losses = [r["loss"] for r in records if r["kind"] == "step"]
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)  # from ~2.5 to well under half
+    assert result.test is not None and result.test.n == 360 and result.test.top1 > 0.5
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "model.safetensors", "curves.png",
+                 "summary.json"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["env"]["torch"] == str(torch.__version__) and config["env"]["device"] == "cpu"
+    assert "git_sha" in config["env"]
+    assert {r["kind"] for r in records} >= {"step", "epoch", "test"}
+    # safetensors holds the chosen weights with everything predict needs in its metadata
+    from safetensors import safe_open
+
+    with safe_open(run / "model.safetensors", "pt") as f:
+        meta = f.metadata()
+        assert len(json.loads(meta["classes"])) == 10 and meta["model_name"] == "resnet20"
+        best = load_checkpoint(run / "best.pt")
+        assert torch.equal(f.get_tensor("fc.weight"), best["model"]["fc.weight"])
+
+
+def _all_state(ckpt):
+    return {**{f"model.{k}": v for k, v in ckpt["model"].items()},
+            **{f"ema.{k}": v for k, v in (ckpt["ema"] or {}).items()}}
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_resume_is_bit_exact(tmp_path, digits_data, amp):
+    """N steps, interrupt (as Ctrl-C), resume for N more == 2N uninterrupted steps, to the bit."""
+    cfg = tiny(iters=20, ema_decay=0.9, label_smoothing=0.1, nesterov=True, amp=amp, batch_size=48)
+    # 1437 - 120 images / 48 = 27 batches per epoch: use epochs shorter than the run to cross one
+    cfg = cfg.replace(val_size=600)  # 837 train images -> 17 batches per epoch; the stop at 10 is mid-epoch
+    train(cfg, tmp_path / "full", progress=False, data=None)
+
+    def stop_at_10(step):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tmp_path / "split", progress=False, on_step=stop_at_10)
+    mid = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert mid["state"]["step"] == 10 and mid["state"]["batch"] == 10
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == 20
+    sa, sb = _all_state(a), _all_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    mom_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    mom_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(mom_a, mom_b, strict=True))
+    # and the training actually moved the weights (the comparison is not vacuous)
+    assert not torch.equal(a["model"]["fc.weight"], mid["model"]["fc.weight"])
+
+
+def test_resume_refuses_to_overwrite_a_run(tmp_path, digits_data):
+    train(tiny(iters=3), tmp_path / "r", progress=False, data=digits_data)
+    from reslab.errors import ReslabError
+
+    with pytest.raises(ReslabError, match="already holds a run"):
+        train(tiny(iters=3), tmp_path / "r", progress=False, data=digits_data)
+
+
+def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, monkeypatch):
+    import reslab.train.loop as loop
+
+    real = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def nan_on_sixth(logits, y, **kw):
+        calls["n"] += 1
+        loss = real(logits, y, **kw)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", nan_on_sixth)
+    with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
+        train(tiny(iters=30), tmp_path / "nan", progress=False, data=digits_data)
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["state"]["step"] == 5  # the five good steps, not the poisoned sixth
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    events = [r for r in _steps(tmp_path / "nan") if r["kind"] == "event"]
+    assert "non-finite" in events[-1]["message"]
+
+
+def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
+    cfg = tiny(iters=30, warmup_lr=0.01, warmup_until_error=0.8, lr=0.1, schedule="constant", warmup_iters=0)
+    train(cfg, tmp_path / "w", progress=False, data=digits_data)
+    lrs = [r["lr"] for r in _steps(tmp_path / "w") if r["kind"] == "step"]
+    assert lrs[0] == 0.01 and lrs[-1] == 0.1
+    switch = lrs.index(0.1)
+    assert all(v == 0.01 for v in lrs[:switch]) and all(v == 0.1 for v in lrs[switch:])
