@@ -220,6 +220,29 @@ def _run_plot(args: argparse.Namespace) -> None:
     print(plot_runs(args.runs, args.out, args.labels, args.title))
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="plain vs residual nets on the embedded digits (offline, ~3 min)",
+                       formatter_class=_formatter)
+    p.add_argument("--out", default="runs/demo", help="directory for the runs, figure6.png and results.md")
+    p.add_argument("--depths", type=_positive_int, nargs=2, default=[20, 56], metavar=("D1", "D2"),
+                   help="two CIFAR-style depths (6n+2)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per net")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads (default: all cores, or 1 when the machine is busy)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    if (Path(args.out) / "plain{}".format(args.depths[0]) / "last.pt").exists():
+        raise ReslabError(f"{args.out} already holds a demo; remove it or pass --out elsewhere")
+    run_demo(args.out, tuple(args.depths), args.epochs, threads=args.threads, progress=not args.quiet)
+
+
 # --- performance (bench.py, export.py): bench, export
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and latency vs torchvision/timm, side by side",
@@ -315,7 +338,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_demo, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 metrics.jsonl has one JSON object per line with a "kind":
 - "step":  step, epoch, loss, acc, lr, img_s   (every `log_every` steps; train batch figures)
 - "epoch": step, epoch, train_loss, train_acc, val_loss, val_acc, val_top5, img_s, seconds
+           (test_loss/test_acc/test_top5 instead of val_* for runs without a validation split)
 - "test":  step, loss, acc, top5 (once, on the chosen checkpoint)
 - "event": step, message (resume, interrupt, non-finite loss)
 """
@@ -97,9 +98,12 @@ def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]
         if r["kind"] == "step":
             out["train_loss"][r["step"]] = r["loss"]
             out["train_err"][r["step"]] = 100.0 * (1.0 - r["acc"])
-        elif r["kind"] == "epoch" and r.get("val_acc") is not None:
-            out["val_loss"][r["step"]] = r["val_loss"]
-            out["val_err"][r["step"]] = 100.0 * (1.0 - r["val_acc"])
+        elif r["kind"] == "epoch":
+            # runs without a validation split monitor the test split instead
+            split = "val" if r.get("val_acc") is not None else "test"
+            if r.get(f"{split}_acc") is not None:
+                out["val_loss"][r["step"]] = r[f"{split}_loss"]
+                out["val_err"][r["step"]] = 100.0 * (1.0 - r[f"{split}_acc"])
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
@@ -107,7 +111,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
               title: str | None = None, smooth: int = 5) -> Path:
     """Error and loss vs iterations for one or more runs, as the paper's Figure 6.
 
-    Training error thin (dashed), validation error bold, one colour per run.
+    Training error thin (dashed), validation error bold (test error for runs
+    without a validation split), one colour per run.
     Writes a PNG with two panels (error %, loss) and returns its path.
     """
     import matplotlib
