@@ -20,6 +20,7 @@ from .models import (
     UnknownModelError,
     create_model,
     list_models,
+    load_weights,
     model_info,
     register_model,
 )
@@ -31,5 +32,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
-    "create_model", "list_models", "model_info", "optimize", "register_model", "summary",
+    "create_model", "list_models", "load_weights", "model_info", "optimize", "register_model", "summary",
 ]

@@ -1,6 +1,7 @@
 """Residual networks: blocks, the two network classes, the registry."""
 
 from . import zoo  # noqa: F401  (registers every named model)
+from .convert import load_weights
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ShortcutA
 from .registry import (
     ModelInfo,
@@ -15,5 +16,5 @@ from .resnet import CifarResNet, ResNet
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ResNet", "ShortcutA", "UnknownModelError", "create_model",
-    "list_models", "model_info", "register_model",
+    "list_models", "load_weights", "model_info", "register_model",
 ]
