@@ -41,7 +41,7 @@ def test_cifar_baseline_is_reslab_eager_and_int8_runs() -> None:
 
 def test_train_step_is_timed() -> None:
     report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256)
-    assert [r.dtype for r in report.results] == ["fp32", "bf16"]
+    assert [r.dtype for r in report.results] == ["fp32", "bf16"] and report.results[1].memory_format == "channels_last"
     assert all(r.images_per_s > 0 for r in report.results)
     with pytest.raises(ReslabError, match="CIFAR"):
         bench_train("resnet18", batch=4, compile=False, repeats=1)

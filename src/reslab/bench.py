@@ -441,11 +441,12 @@ def _fast_batches(ds, batch: int, channels_last: bool, device: torch.device):
         yield from loader
 
 
-def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool) -> Callable[[], float]:
+def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bool) -> Callable[[], Tensor]:
     """One SGD step (forward, backward, update) on the next batch; returns the loss.
 
-    fast: channels_last, bf16 autocast, fused SGD, and torch.compile of the
-    model if `compile`; otherwise the plain fp32 NCHW eager step.
+    fast: channels_last and fused SGD; `bf16`: bf16 autocast; `compile`:
+    torch.compile of the model. fast=False, bf16=False, compile=False is the
+    plain fp32 NCHW eager step.
     """
     device = next(model.parameters()).device
     model.train()
@@ -453,12 +454,12 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool) -> Calla
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
                           **({"fused": True} if fast else {}))
-    forward = torch.compile(model) if fast and compile else model
+    forward = torch.compile(model) if compile else model
     loss_fn = nn.CrossEntropyLoss()
 
-    def step() -> float:
+    def step() -> Tensor:
         x, y = next(batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(forward(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -493,13 +494,15 @@ def bench_train(
     if size[1:] != (32, 32):
         raise ReslabError(f"train mode times the CIFAR pipeline; {model_name} takes {size[1]}x{size[2]} images")
     ds = _synthetic_cifar()
-    variants = [("plain fp32 eager NCHW, per-image transforms", False, False, "fp32", "NCHW"),
-                ("reslab loader, bf16 autocast, CL, fused SGD", True, False, "bf16", "channels_last")]
+    # (label, fast loader + channels_last + fused SGD, compiled, dtype)
+    variants = [("plain fp32 eager NCHW, per-image transforms", False, False, "fp32"),
+                ("reslab loader, bf16 autocast, CL, fused SGD", True, False, "bf16")]
     if compile:
-        variants.append(("reslab loader, bf16 autocast, CL, fused SGD, compiled", True, True, "bf16",
-                         "channels_last"))
+        variants += [("reslab loader, fp32, CL, fused SGD, compiled", True, True, "fp32"),
+                     ("reslab loader, bf16 autocast, CL, fused SGD, compiled", True, True, "bf16")]
     results, steppers = [], []
-    for label, fast, comp, dtype, fmt in variants:
+    for label, fast, comp, dtype in variants:
+        fmt = "channels_last" if fast else "NCHW"
         torch.manual_seed(0)
         model = create_model(model_name).to(device)
         if fast:
@@ -510,7 +513,7 @@ def bench_train(
                 batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in batches)
         log(f"train {model_name}: setting up {label}")
         t0 = time.perf_counter()
-        step = train_step_fn(model, batches, fast, comp)
+        step = train_step_fn(model, batches, fast, comp, dtype == "bf16")
         for _ in range(2):
             step()
         _sync(device)
