@@ -26,11 +26,13 @@ from .models import (
 )
 from .optimize import optimize  # the attribute is the function; `from reslab.optimize import ...` reaches the module
 from .summary import summary
+from .train import TrainConfig, preset  # the loop itself: from reslab.train import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
-    "create_model", "list_models", "load_weights", "model_info", "optimize", "register_model", "summary",
+    "TrainConfig", "create_model", "list_models", "load_weights", "model_info", "optimize", "preset",
+    "register_model", "summary",
 ]

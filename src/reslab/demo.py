@@ -33,9 +33,17 @@ class DemoRow:
 
 
 def demo_config(model: str, epochs: int, resize: int, threads: int | None, seed: int) -> TrainConfig:
-    """One recipe for every net: SGD momentum 0.9, lr 0.1 with warm-up and cosine decay."""
-    return TrainConfig(model=model, data="digits", epochs=epochs, iters=None, batch_size=64, val_size=0,
-                       lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine", warmup_iters=20,
+    """One recipe for every net: SGD momentum 0.9, lr 0.05 after a 2-epoch warm-up, cosine decay.
+
+    model: "plain{d}" or "resnet{d}"; unregistered depths (6n+2) build from the depth-20 net.
+    """
+    from .models import list_models
+
+    kind, depth = model.rstrip("0123456789"), int(model[len(model.rstrip("0123456789")):])
+    model_args = {} if model in list_models() else {"depth": depth}
+    model = model if not model_args else f"{kind}20"
+    return TrainConfig(model=model, model_args=model_args, data="digits", epochs=epochs, iters=None, batch_size=64, val_size=0,
+                       lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="cosine", warmup_iters=44,
                        warmup_start=0.1, augment=None, resize=resize, amp="none", compile="off",
                        threads=threads, seed=seed, log_every=5)
 
