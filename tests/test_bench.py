@@ -15,7 +15,7 @@ from reslab.errors import ReslabError
 def test_peers_get_reslab_weights_and_agree() -> None:
     report = bench_inference(["resnet18"], batch=2, dtypes=["bf16"], compile=False, repeats=2,
                              latency=True, input_size=(3, 64, 64), min_seconds=0.01,
-                             peak_size=256)
+                             peak_size=256, peak_seconds=0.02)
     by = {r.config: r for r in report.results}
     base = report.results[0]
     assert base.config == "torchvision eager fp32" and base.speedup == 1.0 and base.latency_speedup == 1.0
@@ -33,14 +33,14 @@ def test_peers_get_reslab_weights_and_agree() -> None:
 
 def test_cifar_baseline_is_reslab_eager_and_int8_runs() -> None:
     report = bench_inference(["resnet20"], batch=4, dtypes=["int8"], compile=False, repeats=1,
-                             latency=False, min_seconds=0.01, peak_size=256)
+                             latency=False, min_seconds=0.01, peak_size=256, peak_seconds=0.02)
     names = [r.config for r in report.results]
     assert names == ["reslab eager fp32", "reslab optimize int8"]
     assert report.results[1].latency_ms is None and report.results[1].max_rel_diff < 0.5
 
 
 def test_train_step_is_timed() -> None:
-    report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256)
+    report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
     assert [r.dtype for r in report.results] == ["fp32", "bf16"] and report.results[1].memory_format == "channels_last"
     assert all(r.images_per_s > 0 for r in report.results)
     with pytest.raises(ReslabError, match="CIFAR"):

@@ -305,13 +305,14 @@ def bench_inference(
     min_seconds: float = 0.3,
     log: Callable[[str], None] | None = None,
     peak_size: int = 2048,
+    peak_seconds: float = 1.0,
 ) -> Report:
     """Images/s at `batch` and batch-1 latency of every configuration of each model.
 
     Each configuration is built and warmed up once per batch size (set-up
     time reported), then `repeats` interleaved rounds are timed; a round of
     a fast model calls it back to back for at least `min_seconds`.
-    `peak_size`: side of the square matmul that measures the peak.
+    `peak_size`, `peak_seconds`: the square matmul that measures the peak, and how long.
     """
     from .models import create_model
     from .models.registry import default_input_size
@@ -320,7 +321,7 @@ def bench_inference(
     device = torch.device(device)
     _check(batch, repeats, dtypes)
     log = log or (lambda s: None)
-    peaks = {d: matmul_peak(d, device, peak_size) for d in ("fp32", "bf16", "int8")}
+    peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16", "int8")}
     notes = []
     if peaks["int8"] is None:
         notes.append("int8 peak not measurable here (no torch._int_mm); int8 % peak uses the bf16 peak")
@@ -478,6 +479,7 @@ def bench_train(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
     peak_size: int = 2048,
+    peak_seconds: float = 1.0,
 ) -> Report:
     """Training images/s of one step (loader included), plain fp32 eager vs reslab's switches.
 
@@ -527,7 +529,7 @@ def bench_train(
     from .summary import count_macs
 
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
-    peaks = {d: matmul_peak(d, device, peak_size) for d in ("fp32", "bf16")}
+    peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}
     for r in results:
         r.images_per_s = statistics.median(r.rounds)
         r.images_per_s_min, r.images_per_s_max = min(r.rounds), max(r.rounds)
