@@ -24,9 +24,9 @@ def table(report: dict) -> str:
         f"torch {m['torch']}, {m['threads']} threads, mode {report['mode']}; "
         f"measured matmul peak GFLOP/s: {peaks}",
         "",
-        "| model | config | dtype | layout | batch | img/s median (min..max) | x baseline | "
+        "| model | config | dtype | layout | batch | img/s median (min..max) | x baseline | paired x | "
         "batch-1 ms (min..max) | latency x | % of dtype peak | set-up s | max rel diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lat = (f"{r['latency_ms']:.1f} ({r['latency_ms_min']:.1f}..{r['latency_ms_max']:.1f})"
@@ -34,7 +34,7 @@ def table(report: dict) -> str:
         lines.append(
             f"| {r['model']} | {r['config']} | {r['dtype']} | {r['memory_format']} | {r['batch']} | "
             f"{r['images_per_s']:.1f} ({r['images_per_s_min']:.1f}..{r['images_per_s_max']:.1f}) | "
-            f"{_f(r['speedup'], '{:.2f}x')} | {lat} | {_f(r['latency_speedup'], '{:.2f}x')} | "
+            f"{_f(r['speedup'], '{:.2f}x')} | {_f(r.get('speedup_paired'), '{:.2f}x')} | {lat} | {_f(r['latency_speedup'], '{:.2f}x')} | "
             f"{_f(r['peak_fraction'] and 100 * r['peak_fraction'], '{:.1f}')} | {r['setup_s']:.0f} | "
             f"{_f(r['max_rel_diff'], '{:.1e}')} |"
         )

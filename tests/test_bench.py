@@ -26,6 +26,9 @@ def test_peers_get_reslab_weights_and_agree() -> None:
         assert len(r.rounds) == 2 and r.images_per_s_min <= r.images_per_s <= r.images_per_s_max
         assert r.latency_ms > 0 and r.gflops > 0 and r.setup_s > 0
         assert r.speedup == pytest.approx(r.images_per_s / base.images_per_s)
+        # Two rounds: the median of the two same-round ratios is their mean.
+        paired = [a / b for a, b in zip(r.rounds, base.rounds, strict=True)]
+        assert r.speedup_paired == pytest.approx(sum(paired) / 2)
     assert report.machine["torch"] == torch.__version__ and report.machine["threads"] >= 1
     json.loads(report.to_json())
     assert "timm eager fp32" in str(report)

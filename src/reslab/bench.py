@@ -172,7 +172,8 @@ class Result:
     latency_ms: float | None = None  # batch 1, median
     latency_ms_min: float | None = None
     latency_ms_max: float | None = None
-    speedup: float | None = None  # images/s over the baseline's
+    speedup: float | None = None  # median images/s over the baseline's median
+    speedup_paired: float | None = None  # median over rounds of (this / baseline in the same round)
     latency_speedup: float | None = None  # baseline latency over this one
     gflops: float = 0.0  # achieved, 2 x MACs x images/s
     peak_fraction: float | None = None
@@ -197,14 +198,14 @@ class Report:
                 f"flags {' '.join(m['cpu_flags']) or '-'}  |  peak GFLOP/s "
                 + ", ".join(f"{k} {v:.0f}" for k, v in self.peaks_gflops.items() if v))
         lines = [head]
-        cols = ("model", "config", "batch", "img/s", "min..max", "x base", "b1 ms", "x base",
+        cols = ("model", "config", "batch", "img/s", "min..max", "x base", "paired", "b1 ms", "x base",
                 "% peak", "setup s", "max rel diff")
         rows = []
         for r in self.results:
             rows.append((
                 r.model, r.config, str(r.batch), f"{r.images_per_s:.1f}",
                 f"{r.images_per_s_min:.1f}..{r.images_per_s_max:.1f}",
-                _fmt(r.speedup, "{:.2f}x"), _fmt(r.latency_ms, "{:.1f}"), _fmt(r.latency_speedup, "{:.2f}x"),
+                _fmt(r.speedup, "{:.2f}x"), _fmt(r.speedup_paired, "{:.2f}x"), _fmt(r.latency_ms, "{:.1f}"), _fmt(r.latency_speedup, "{:.2f}x"),
                 _fmt(None if r.peak_fraction is None else 100 * r.peak_fraction, "{:.1f}"),
                 f"{r.setup_s:.1f}", _fmt(r.max_rel_diff, "{:.1e}"),
             ))
@@ -345,7 +346,7 @@ def bench_inference(
             for r in rows:
                 r.latency_speedup = r.latency_ms and rows[0].latency_ms / r.latency_ms
         for r in rows:
-            r.speedup = r.images_per_s / rows[0].images_per_s
+            _speedups(r, rows[0])
             r.gflops = 2 * macs * r.images_per_s / 1e9
             peak = peaks.get(r.dtype) or peaks["bf16"]
             r.peak_fraction = r.gflops / peak if peak else None
@@ -354,6 +355,12 @@ def bench_inference(
                      f"{base_rounds[-1]:.1f} in the last")
         results += rows
     return Report(machine_info(device), "infer", peaks, results, notes)
+
+
+def _speedups(r: Result, base: Result) -> None:
+    # The paired ratio cancels load that changes between rounds but not within one.
+    r.speedup = r.images_per_s / base.images_per_s
+    r.speedup_paired = statistics.median(a / b for a, b in zip(r.rounds, base.rounds, strict=True))
 
 
 def _check(batch: int, repeats: int, dtypes) -> None:
@@ -533,7 +540,7 @@ def bench_train(
     for r in results:
         r.images_per_s = statistics.median(r.rounds)
         r.images_per_s_min, r.images_per_s_max = min(r.rounds), max(r.rounds)
-        r.speedup = r.images_per_s / results[0].images_per_s
+        _speedups(r, results[0])
         r.gflops = 3 * 2 * macs * r.images_per_s / 1e9  # backward costs about twice the forward
         peak = peaks.get(r.dtype)
         r.peak_fraction = r.gflops / peak if peak else None
