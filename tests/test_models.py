@@ -100,13 +100,15 @@ def test_forward_backward_bf16_channels_last(name):
 
 @pytest.mark.parametrize("name", sorted(HUGE))
 def test_huge_nets_forward(name):
-    model = reslab.create_model(name).eval()
+    # Train-mode BN: with fresh running statistics, eval mode lets 600 residual
+    # additions grow the activations past float32's range.
+    model = reslab.create_model(name).train()
     with torch.no_grad():
         out = model(small_input(name, batch=1))
     assert out.shape == (1, 10) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", slow_unless([n for n in ALL if n not in HUGE]))
+@pytest.mark.parametrize("name", slow_unless(FAST))
 def test_compiles_without_graph_breaks(name):
     # fullgraph=True fails on any graph break; the eager backend keeps it quick.
     model = reslab.create_model(name).eval()
@@ -116,7 +118,7 @@ def test_compiles_without_graph_breaks(name):
         torch.testing.assert_close(compiled(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet18"])
+@pytest.mark.parametrize("name", ["resnet20", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_inductor_compile_train_step(name):
     torch.manual_seed(0)
     model = reslab.create_model(name)
@@ -325,7 +327,7 @@ def test_cifar_depth_validation():
     with pytest.raises(ValueError, match="6n\\+2"):
         CifarResNet(21)
     with pytest.raises(ValueError, match="9n\\+2"):
-        CifarResNet(20, block="bottleneck")
+        CifarResNet(21, block="bottleneck")
     with pytest.raises(ValueError, match="shortcut"):
         CifarResNet(20, shortcut="D")
 
