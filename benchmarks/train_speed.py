@@ -12,6 +12,7 @@ eager NCHW with a for-loop optimizer.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -87,19 +88,24 @@ def main() -> None:
         epochs[name]()  # warm-up: allocator, oneDNN primitives, compilation
         print(f"warm-up {name}: {time.perf_counter() - t:.1f} s", flush=True)
     rates: dict[str, list[float]] = {k: [] for k in variants}
+    # images per CPU-second of this process: what the machine would give were it not shared
+    cpu_rates: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
         for name, run in epochs.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             n = run()
             rates[name].append(n / (time.perf_counter() - t))
+            cpu_rates[name].append(n / (time.process_time() - c))
         print(f"round {r + 1}: " + ", ".join(f"{rates[k][-1]:.0f}" for k in variants), flush=True)
     base = statistics.median(next(iter(rates.values())))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\ntorch {torch.__version__}, threads {args.threads}, batch {args.batch}, "
-          f"{args.batches} batches per epoch, data {ds.name}")
-    print(f"{'variant':<40} {'img/s (median)':>15} {'min-max':>12} {'vs baseline':>12}")
+          f"{args.batches} batches per epoch, data {ds.name}, load average {load:.1f}")
+    print(f"{'variant':<40} {'img/s (median)':>15} {'min-max':>12} {'vs baseline':>12} {'img/CPU-s':>10}")
     for name, rs in rates.items():
         med = statistics.median(rs)
-        print(f"{name:<40} {med:>15.0f} {min(rs):>5.0f}-{max(rs):<6.0f} {med / base:>11.2f}x")
+        print(f"{name:<40} {med:>15.0f} {min(rs):>5.0f}-{max(rs):<6.0f} {med / base:>11.2f}x "
+              f"{statistics.median(cpu_rates[name]):>10.0f}")
 
 
 if __name__ == "__main__":
