@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import ReslabError
 
@@ -243,6 +244,39 @@ def _run_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, tuple(args.depths), args.epochs, threads=args.threads, progress=not args.quiet)
 
 
+def _add_experiment(sub) -> None:
+    from .experiments import EXPERIMENTS
+    from .train import PRESETS
+
+    p = sub.add_parser("experiment", help="the paper's experiments: degradation, shortcuts, depth",
+                       formatter_class=_formatter)
+    p.add_argument("name", choices=sorted(EXPERIMENTS), help="which experiment")
+    p.add_argument("--data", default="digits", help="digits (minutes on a CPU), cifar10, imagefolder:PATH, ...")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="recipe shared by every net (required unless --data digits)")
+    p.add_argument("--depths", type=_positive_int, nargs="+", default=None,
+                   help="CIFAR depths 6n+2 (default: the paper's)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="run length in epochs")
+    p.add_argument("--iters", type=_positive_int, default=None, help="run length in optimizer steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field for every net (repeatable)")
+    p.add_argument("--out", default=None, help="directory (default runs/experiment-NAME-DATA)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_run_experiment)
+
+
+def _run_experiment(args: argparse.Namespace) -> None:
+    from .experiments import base_config, run_experiment
+
+    length = {"epochs": args.epochs, "iters": None} if args.epochs else {}
+    if args.iters:
+        length = {"iters": args.iters, "epochs": None}
+    base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
+    out = args.out or f"runs/experiment-{args.name}-{args.data.replace(':', '_').replace('/', '_')}"
+    run_experiment(args.name, out, base, args.depths, progress=not args.quiet)
+    print((Path(out) / "results.md").read_text())
+
+
 # --- performance (bench.py, export.py): bench, export
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and latency vs torchvision/timm, side by side",
@@ -338,7 +372,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_demo, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_demo, _add_experiment, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
