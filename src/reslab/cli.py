@@ -239,7 +239,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 
     from .demo import run_demo
 
-    if (Path(args.out) / "plain{}".format(args.depths[0]) / "last.pt").exists():
+    if (Path(args.out) / f"plain{args.depths[0]}" / "last.pt").exists():
         raise ReslabError(f"{args.out} already holds a demo; remove it or pass --out elsewhere")
     run_demo(args.out, tuple(args.depths), args.epochs, threads=args.threads, progress=not args.quiet)
 

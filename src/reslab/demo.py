@@ -131,10 +131,10 @@ def figure6(out: Path, depths: tuple[int, int], path: Path) -> Path:
         for d in depths:
             c = _curves(read_metrics(out / f"{kind}{d}"))
             if c["train_err"]:
-                xs, ys = zip(*c["train_err"])
+                xs, ys = zip(*c["train_err"], strict=True)
                 ax.plot(xs, _smooth(ys, 5), color=colors[d], lw=0.8, ls="--")
             if c["val_err"]:
-                xs, ys = zip(*c["val_err"])
+                xs, ys = zip(*c["val_err"], strict=True)
                 ax.plot(xs, ys, color=colors[d], lw=2.2, label=f"{kind}-{d}")
         ax.set(title=title, xlabel="iterations", ylim=(0, 30))
         ax.grid(alpha=0.3)

@@ -128,11 +128,11 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
         color = colors[i % len(colors)]
         for key, ax in (("train_err", ax_err), ("train_loss", ax_loss)):
             if c[key]:
-                xs, ys = zip(*c[key])
+                xs, ys = zip(*c[key], strict=True)
                 ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8)
         for key, ax in (("val_err", ax_err), ("val_loss", ax_loss)):
             if c[key]:
-                xs, ys = zip(*c[key])
+                xs, ys = zip(*c[key], strict=True)
                 ax.plot(xs, ys, color=color, lw=2.2, label=label)
     ax_err.set(xlabel="iterations", ylabel="error (%)", title="error: train dashed, validation bold")
     ax_loss.set(xlabel="iterations", ylabel="loss", title="loss", yscale="log")

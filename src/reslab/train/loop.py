@@ -34,7 +34,13 @@ from torch import Tensor, nn
 
 from ..errors import ReslabError
 from ..models import model_info
-from .checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    export_safetensors,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
 from .logging import MetricsLog, Progress, plot_runs
 from .schedule import lr_at
