@@ -292,6 +292,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--repeats", type=_positive_int, default=5, help="interleaved timed rounds")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="skip batch-1 latency")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="intra-op CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the full report as JSON")
     p.set_defaults(func=_run_bench)
 
@@ -309,6 +311,8 @@ def _run_bench(args: argparse.Namespace) -> None:
     if unknown:
         raise ReslabError(f"unknown model {unknown[0]!r}; run `reslab models` for all names")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731  progress, not results
     if args.mode == "train":
         reports = [bench_train(m, args.batch or 128, args.compile, args.repeats, device=device, log=log)
