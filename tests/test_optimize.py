@@ -93,6 +93,7 @@ def test_int8_still_classifies() -> None:
     assert cos > 0.98, cos
     # Really quantized: int8 convolutions, no float ones left.
     assert any(type(m).__module__.startswith("torch.ao.nn.intrinsic.quantized") for m in fast.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert not any(type(m) is nn.Conv2d for m in fast.modules())
 
 

@@ -129,8 +129,9 @@ def quantize_int8(
     if "x86" not in torch.backends.quantized.supported_engines:
         raise ReslabError("this torch build has no x86 quantized engine; int8 needs an x86 CPU build")
     torch.backends.quantized.engine = "x86"
-    model = fold_bn(model).float()
-    example = None
+    # prepare_fx folds BN and fuses conv+BN+ReLU itself (into one int8 kernel), so
+    # the model goes in unfolded.
+    model = copy.deepcopy(model).eval().float()
     with warnings.catch_warnings():
         # FX quantization warns on every call that it is deprecated in favour of torchao.
         warnings.simplefilter("ignore")
@@ -140,8 +141,7 @@ def quantize_int8(
             for batch in _batches(calibration):
                 batch = batch.float()
                 if observed is None:
-                    example = batch[:1]
-                    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (example,))
+                    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (batch[:1],))
                 observed(batch)
                 seen += 1
                 if max_batches is not None and seen >= max_batches:
