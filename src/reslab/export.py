@@ -278,19 +278,6 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
 
 # --- loading ----------------------------------------------------------------
 
-_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
-
-
-def _clean(state: dict) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state.items():
-        for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
 def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
     """(state_dict, model name, model args, image size) from a weights or checkpoint file.
 
@@ -345,6 +332,7 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
     the stored `fc.weight` and `conv1.weight`.
     """
     from .models import create_model
+    from .models.convert import convert_state_dict, load_weights
 
     if source is None:
         if name is None:
@@ -356,7 +344,7 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
     if not path.is_file():
         raise ReslabError(f"no such checkpoint file: {path}")
     state, stored_name, args, size = _read_state(path)
-    state = _clean(state)
+    state = convert_state_dict(state)
     name = name or stored_name
     if name is None:
         raise ReslabError(f"{path} does not record its model; pass --model NAME")
@@ -367,11 +355,9 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
             args["in_chans"] = state["conv1.weight"].shape[1]
     model = create_model(name, **args)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[1:3])
-        raise ReslabError(f"{path} does not fit model {name!r}: {detail}") from None
+        load_weights(model, state)
+    except ReslabError as e:
+        raise ReslabError(f"{path} does not fit model {name!r}: {e}") from None
     return Loaded(model.eval(), name, size)
 
 

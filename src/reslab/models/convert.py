@@ -45,9 +45,24 @@ def from_timm_v2(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+# Wrappers that prefix every key: torch.compile's OptimizedModule and DDP.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _strip_wrappers(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
 def convert_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A torchvision, timm or reslab state dict with reslab's key names."""
-    state_dict = dict(state_dict)
+    """A torchvision, timm or reslab state dict (of a bare, compiled or DDP
+    model) with reslab's key names."""
+    state_dict = {_strip_wrappers(k): v for k, v in state_dict.items()}
     if _is_timm_v2(state_dict):
         return from_timm_v2(state_dict)
     return state_dict
