@@ -228,6 +228,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--depths", type=_positive_int, nargs=2, default=[20, 56], metavar=("D1", "D2"),
                    help="two CIFAR-style depths (6n+2)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per net")
+    p.add_argument("--resize", type=_positive_int, default=16, help="side the 8x8 digits are upsampled to")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads (default: all cores, or 1 when the machine is busy)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -235,13 +236,10 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .demo import run_demo
 
-    if (Path(args.out) / f"plain{args.depths[0]}" / "last.pt").exists():
-        raise ReslabError(f"{args.out} already holds a demo; remove it or pass --out elsewhere")
-    run_demo(args.out, tuple(args.depths), args.epochs, threads=args.threads, progress=not args.quiet)
+    run_demo(args.out, tuple(args.depths), args.epochs, args.resize, threads=args.threads,
+             progress=not args.quiet)
 
 
 def _add_experiment(sub) -> None:

@@ -98,11 +98,14 @@ def base_config(data: str = "digits", preset_name: str | None = None, **override
 
 
 def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
-                   depths: Sequence[int] | None = None, progress: bool = True) -> list[Row]:
+                   depths: Sequence[int] | None = None, progress: bool = True,
+                   figure: str | None = None) -> list[Row]:
     """Trains every net of experiment `name` with recipe `base`; returns one Row per net.
 
-    Runs already finished in `out` (a results row in their directory) are
-    reused, so an interrupted experiment continues where it stopped.
+    Runs already in `out` with the same recipe are reused (finished) or
+    resumed (interrupted), so an experiment continues where it stopped; a run
+    there with another recipe is an error, never overwritten.
+    figure: file name of the plot in `out` (default NAME.png).
     """
     if name not in EXPERIMENTS:
         raise ReslabError(f"unknown experiment {name!r}; experiments: {', '.join(EXPERIMENTS)}")
@@ -115,7 +118,7 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
         rows.append(_run_net(net, base, data, out / _dirname(net), progress))
     (out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     (out / "results.md").write_text(format_table(name, rows, base) + "\n")
-    plot_experiment(out, nets, out / f"{name}.png", title=f"{name} on {base.data}")
+    plot_experiment(out, nets, out / (figure or f"{name}.png"), title=f"{name} on {base.data}")
     return rows
 
 
@@ -123,12 +126,25 @@ def _dirname(net: Net) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in net.label).strip("_")
 
 
+# Fields that change how fast a run goes, not what it computes.
+_SPEED_ONLY = ("threads", "device", "compile", "log_every")
+
+
+def _recipe(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in (*_SPEED_ONLY, "env")}
+
+
 def _run_net(net: Net, base: TrainConfig, data, run_dir: Path, progress: bool) -> Row:
-    done = run_dir / "row.json"
-    if done.is_file():
-        return Row(**json.loads(done.read_text()))
     cfg = base.replace(model=net.model, model_args={**base.model_args, **dict(net.args)})
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        if _recipe(json.loads(saved.read_text())) != _recipe(json.loads(cfg.to_json())):
+            raise ReslabError(f"{run_dir} holds a run with another recipe; pass another --out or remove it")
+        done = run_dir / "row.json"
+        if done.is_file():
+            return Row(**json.loads(done.read_text()))
     result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress, data=data)
+    done = run_dir / "row.json"
     from ..predict import load_trained
 
     trained = load_trained(run_dir / "last.pt")
