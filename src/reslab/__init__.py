@@ -24,7 +24,9 @@ from .models import (
     model_info,
     register_model,
 )
-from .optimize import optimize  # the attribute is the function; `from reslab.optimize import ...` reaches the module
+
+# reslab.optimize is the function; `from reslab.optimize import ...` still reaches the module.
+from .optimize import optimize
 from .summary import summary
 from .train import TrainConfig, preset  # the loop itself: from reslab.train import train
 
@@ -33,6 +35,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
-    "TrainConfig", "create_model", "list_models", "load_weights", "model_info", "optimize", "preset",
+    "TrainConfig", "create_model", "data", "list_models", "load_weights", "model_info", "optimize", "preset",
     "register_model", "summary",
 ]

@@ -1,8 +1,8 @@
 """Residual networks: blocks, the two network classes, the registry."""
 
 from . import zoo  # noqa: F401  (registers every named model)
-from .convert import load_weights
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ShortcutA
+from .convert import load_weights
 from .registry import (
     ModelInfo,
     UnknownModelError,

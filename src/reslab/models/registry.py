@@ -6,7 +6,7 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
@@ -96,7 +96,7 @@ def default_input_size(name: str) -> tuple[int, int, int]:
     return _entry(name).input_size
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_info(name: str) -> ModelInfo:
     """Parameters and MACs of `name` at its default input size.
 
