@@ -18,6 +18,7 @@ demo: install
 	$(BIN)/reslab demo
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-slow: install

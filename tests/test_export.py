@@ -73,7 +73,7 @@ def test_fold_bn_leaves_shared_conv_output_alone() -> None:
         torch.testing.assert_close(folded(x), model(x))
 
 
-@pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64)])
+@pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64), ("resnet50", 32)])
 def test_onnx_matches_torch_with_dynamic_batch(tmp_path, name: str, size: int) -> None:
     torch.manual_seed(0)
     model = _randomize_bn(reslab.create_model(name, num_classes=10))
@@ -81,7 +81,11 @@ def test_onnx_matches_torch_with_dynamic_batch(tmp_path, name: str, size: int) -
     # Exported at batch 2; batches 1 and 5 must run too (dynamic axis).
     for batch in (1, 5):
         x = torch.randn(batch, 3, size, size)
-        assert onnx_max_abs_diff(path, model, x) < 1e-4
+        with torch.no_grad():
+            scale = max(1.0, model(x).abs().max().item())
+        # 1e-4 absolute on logits of order 1; random deep nets reach ~100 (resnet50: 116),
+        # where fp32 rounding alone is ~1e-5, so the bound scales with the logits.
+        assert onnx_max_abs_diff(path, model, x) < 1e-4 * scale
 
 
 def test_onnx_rejects_too_small_input(tmp_path) -> None:
