@@ -229,8 +229,8 @@ def _add_demo(sub) -> None:
                    help="two CIFAR-style depths (6n+2)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per net")
     p.add_argument("--resize", type=_positive_int, default=16, help="side the 8x8 digits are upsampled to")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads (default: all cores, or 1 when the machine is busy)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="CPU threads (more helps little for these small nets and hurts on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_run_demo)
 
