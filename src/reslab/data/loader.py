@@ -68,7 +68,25 @@ def augment_index(n: int, h: int, w: int, pad: int, flip: bool, generator: torch
     return ((rows + dy) * (w + 2 * pad) + cols + dx).view(n, h * w)
 
 
-class Loader:
+class EpochCursor:
+    """Batches per epoch and where the next pass starts, shared by the loaders.
+
+    Subclasses set `dataset`, `batch_size`, `drop_last`, `epoch` and `start_batch`.
+    """
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next pass epoch `epoch`, starting at batch `start_batch` (for resuming)."""
+        if not 0 <= start_batch <= len(self):
+            raise ReslabError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+
+class Loader(EpochCursor):
     """Iterate (x, y) batches of a `Dataset` on `device`.
 
     x: (B, C, H, W) normalized with the dataset's mean/std, `dtype`,
@@ -115,17 +133,6 @@ class Loader:
         self._shift = (-mean / std).view(1, c, 1, 1).to(self.device)
         self.epoch = 0
         self.start_batch = 0
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Make the next pass epoch `epoch`, starting at batch `start_batch` (for resuming)."""
-        if not 0 <= start_batch <= len(self):
-            raise ReslabError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
-        self.epoch = epoch
-        self.start_batch = start_batch
 
     def order(self, epoch: int) -> Tensor:
         """(N,) int64 CPU: the dataset order of `epoch` (a seeded permutation when training)."""

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..errors import ReslabError
 from .datasets import DataWarning, FolderScan, scan_folder
-from .loader import _seed
+from .loader import EpochCursor, _seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,7 +86,7 @@ def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None
     return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
 
 
-class StreamingLoader:
+class StreamingLoader(EpochCursor):
     """Batches (x, y) from a large image folder, decoded by `num_workers` processes.
 
     x: (B, 3, S, S) `dtype` on `device`, normalized with mean/std (ImageNet's
@@ -124,15 +124,6 @@ class StreamingLoader:
     @property
     def classes(self) -> list[str]:
         return self.dataset.classes
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        if not 0 <= start_batch <= len(self):
-            raise ReslabError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
-        self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, start = self.epoch, self.start_batch
