@@ -93,6 +93,28 @@ def test_resume_is_bit_exact(tmp_path, digits_data, amp):
     assert not torch.equal(a["model"]["fc.weight"], mid["model"]["fc.weight"])
 
 
+def test_ema_warms_up_and_averages_bn_statistics():
+    from reslab.models import create_model
+    from reslab.train.loop import EMA
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4)
+    ema = EMA(model, decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == 0.999
+    start = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(1.0)
+            else:
+                t.add_(3)
+    ema.update(model, step=0)  # decay 0.1: the average moves 90% of the way
+    new = ema.module.state_dict()
+    assert torch.allclose(new["fc.weight"], start["fc.weight"] + 0.9)
+    assert torch.allclose(new["bn1.running_var"], start["bn1.running_var"] + 0.9)
+    assert torch.equal(new["bn1.num_batches_tracked"], start["bn1.num_batches_tracked"] + 3)
+
+
 def test_resume_refuses_to_overwrite_a_run(tmp_path, digits_data):
     train(tiny(iters=3), tmp_path / "r", progress=False, data=digits_data)
     from reslab.errors import ReslabError

@@ -238,7 +238,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 class EMA:
-    """Exponential moving average of parameters (buffers copied): the weights evaluated when enabled."""
+    """Exponential moving average of the weights and the BN statistics: the weights evaluated when enabled.
+
+    The decay warms up as min(decay, (1 + step) / (10 + step)) (TensorFlow's
+    ExponentialMovingAverage with num_updates, timm's ModelEmaV3), so the
+    average follows the fast early changes instead of holding the initial
+    weights for thousands of steps.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
@@ -246,12 +252,18 @@ class EMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        ema = list(self.module.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+    def update(self, model: nn.Module, step: int) -> None:
+        weight = 1.0 - self.decay_at(step)
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], weight)
         for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            b_ema.copy_(b)
+            if b.is_floating_point():
+                b_ema.lerp_(b, weight)
+            else:
+                b_ema.copy_(b)
 
 
 # --- one step ---------------------------------------------------------------------
@@ -522,7 +534,7 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
                                     f"last good step saved to {path}; lower lr or set grad_clip")
             optimizer_step(run.opt, run.model, cfg, run.scaler)
             if run.ema is not None:
-                run.ema.update(_unwrap(run.model))
+                run.ema.update(_unwrap(run.model), state.step)
             acc = correct.item() / len(y)
             _advance(state, cfg, acc)
             seen += len(y) * dist.world
