@@ -1,0 +1,85 @@
+"""Two-process data-parallel training on the CPU (gloo), as torchrun would start it.
+
+Each rank takes its half of every global batch; DDP averages the gradients,
+so the ranks must end with the same weights, and only rank 0 writes the run
+directory.
+"""
+
+import json
+import multiprocessing
+import os
+import socket
+
+import pytest
+import torch
+
+from reslab.train import TrainConfig, load_checkpoint, train
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config() -> TrainConfig:
+    return TrainConfig(model="resnet20", data="digits", iters=30, batch_size=64, val_size=120, lr=0.1,
+                       schedule="cosine", warmup_iters=3, log_every=1, compile="off", seed=0, augment=None,
+                       threads=1, device="cpu")
+
+
+def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    import reslab.train.loop as loop
+
+    models = []
+    wrap = loop._wrap
+
+    def keep(model, *args):  # the rank's own model, before DDP wraps it
+        models.append(model)
+        return wrap(model, *args)
+
+    loop._wrap = keep
+    result = train(_config(), out, progress=False)
+    params = {name: p.detach().clone() for name, p in models[0].named_parameters()}
+    torch.save({"steps": result.steps, "params": params}, f"{weights}.{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _run_ranks(tmp_path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_rank_main, args=(r, port, str(tmp_path / "run"), str(tmp_path / "w")))
+             for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    codes = [p.exitcode for p in procs]
+    assert codes == [0] * WORLD, f"rank exit codes {codes}"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
+    _run_ranks(tmp_path)
+    run = tmp_path / "run"
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["state"]["step"] == 30
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert len(steps) == 30  # rank 1 logged nothing
+    losses = [r["loss"] for r in steps]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    config = json.loads((run / "config.json").read_text())
+    assert config["env"]["world_size"] == WORLD
+    ranks = [torch.load(tmp_path / f"w.{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    assert [r["steps"] for r in ranks] == [30] * WORLD
+    # gradients were averaged every step: the ranks hold the same weights, and rank 0 saved them
+    for name, p in ranks[0]["params"].items():
+        assert torch.equal(p, ranks[1]["params"][name]), name
+        assert torch.equal(p, ckpt["model"][name]), name
