@@ -83,3 +83,20 @@ def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
     for name, p in ranks[0]["params"].items():
         assert torch.equal(p, ranks[1]["params"][name]), name
         assert torch.equal(p, ckpt["model"][name]), name
+
+
+@pytest.mark.slow
+def test_torchrun_cli(tmp_path):
+    """The documented command: torchrun --standalone --nproc-per-node 2 -m reslab train ..."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD),
+           "-m", "reslab", "train", "--preset", "fast-cifar", "--model", "resnet20", "--data", "digits",
+           "--iters", "12", "--out", str(out), "--set", "batch_size=64", "--set", "val_size=120",
+           "--set", "augment=none", "--set", "compile=off", "--set", "threads=1", "--set", "device=cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(out / "last.pt")["state"]["step"] == 12
+    assert json.loads((out / "config.json").read_text())["env"]["world_size"] == WORLD
