@@ -85,7 +85,6 @@ def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
         assert torch.equal(p, ckpt["model"][name]), name
 
 
-@pytest.mark.slow
 def test_torchrun_cli(tmp_path):
     """The documented command: torchrun --standalone --nproc-per-node 2 -m reslab train ..."""
     import subprocess
