@@ -110,6 +110,25 @@ def test_flip_augment_and_resize_dtype_channels_last():
     torch.testing.assert_close(big, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_cutout_fills_one_clipped_square_with_the_mean():
+    n, h, w = 400, 32, 32
+    mean = (0.5, 0.25, 0.75)
+    images = torch.full((n, 3, h, w), 1, dtype=torch.uint8)  # no pixel equals the fill
+    ds = Dataset(images, torch.zeros(n, dtype=torch.int64), ["a"], mean, (1 / 255,) * 3, "ones")
+    x = torch.cat([b for b, _ in Loader(ds, batch_size=100, augment="cifar-cutout", seed=0)])
+    fill = torch.tensor(mean).view(3, 1) * 255
+    fill_normalized = fill.round() - fill  # (v / 255 - mean) / std with std = 1/255
+    sizes = []
+    for xi in x:
+        cut = torch.isclose(xi[0], fill_normalized[0], atol=1e-3)
+        assert torch.equal(cut, torch.isclose(xi[2], fill_normalized[2], atol=1e-3))  # same square in every channel
+        rows, cols = cut.any(1).nonzero(), cut.any(0).nonzero()
+        if len(rows):  # one filled rectangle, at most 8x8 (smaller where clipped at an edge)
+            assert cut.sum() == len(rows) * len(cols) <= 64
+            sizes.append(int(cut.sum()))
+    assert len(sizes) == n and sizes.count(64) > n / 3  # every image is cut; most squares are whole
+
+
 def test_augment_index_in_bounds():
     g = torch.Generator().manual_seed(0)
     idx = augment_index(100, 32, 32, 4, True, g)

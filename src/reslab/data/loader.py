@@ -21,8 +21,9 @@ from torch import Tensor
 from ..errors import ReslabError
 from .datasets import Dataset
 
-AUGMENTS = ("cifar", "flip", None)
+AUGMENTS = ("cifar", "cifar-cutout", "flip", None)
 PAD = 4  # the paper's CIFAR padding (He et al. 2016, section 4.2)
+CUTOUT = 8  # side of the square that "cifar-cutout" fills with the mean (DeVries & Taylor 2017)
 
 
 def _seed(*parts: int) -> int:
@@ -68,6 +69,16 @@ def augment_index(n: int, h: int, w: int, pad: int, flip: bool, generator: torch
     return ((rows + dy) * (w + 2 * pad) + cols + dx).view(n, h * w)
 
 
+def cutout_mask(n: int, h: int, w: int, size: int, generator: torch.Generator) -> Tensor:
+    """(n, 1, h, w) bool: a size x size square per image, centred anywhere in it (clipped at the edges)."""
+    cy = torch.randint(0, h, (n, 1, 1, 1), generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1, 1), generator=generator)
+    rows = torch.arange(h).view(1, 1, h, 1)
+    cols = torch.arange(w).view(1, 1, 1, w)
+    lo = size // 2
+    return (rows >= cy - lo) & (rows < cy - lo + size) & (cols >= cx - lo) & (cols < cx - lo + size)
+
+
 class EpochCursor:
     """Batches per epoch and where the next pass starts, shared by the loaders.
 
@@ -93,6 +104,7 @@ class Loader(EpochCursor):
     channels_last if asked, `resize` x `resize` when given; y: (B,) int64.
     train=True shuffles with a seeded permutation per epoch and applies
     `augment` ("cifar": 4-pixel zero padding, random crop, horizontal flip;
+    "cifar-cutout": the same, then an 8x8 square filled with the mean;
     "flip": flip only; None). Evaluation loaders (train=False) keep the
     dataset order and never augment. After a full pass the epoch advances by
     one; `set_epoch(epoch, start_batch)` picks where the next pass starts.
@@ -131,6 +143,7 @@ class Loader(EpochCursor):
         # (x / 255 - mean) / std = x * scale + shift: two in-place passes per batch.
         self._scale = (1.0 / (255.0 * std)).view(1, c, 1, 1).to(self.device)
         self._shift = (-mean / std).view(1, c, 1, 1).to(self.device)
+        self._fill = (mean * 255).round().to(torch.uint8).view(1, c, 1, 1).to(self.device)  # normalizes to ~0
         self.epoch = 0
         self.start_batch = 0
 
@@ -163,8 +176,11 @@ class Loader(EpochCursor):
             return torch.where(mirrored, x.flip(3), x)
         padded = F.pad(x, (PAD, PAD, PAD, PAD))
         index = augment_index(n, h, w, PAD, True, g).to(self.device)
-        out = padded.view(n, c, -1).gather(2, index.unsqueeze(1).expand(n, c, h * w))
-        return out.view(n, c, h, w)
+        out = padded.view(n, c, -1).gather(2, index.unsqueeze(1).expand(n, c, h * w)).view(n, c, h, w)
+        if self.augment == "cifar-cutout":
+            out = torch.where(cutout_mask(n, h, w, CUTOUT, g).to(self.device), self._fill, out)
+        return out
+
 
     def _to_float(self, x: Tensor) -> Tensor:
         if self.channels_last:  # reorder the uint8 batch: a quarter of the bytes of float

@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..data.loader import AUGMENTS
 from ..errors import ReslabError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
-AUGMENTS = ("cifar", "flip", None)
 AMP = ("bf16", "fp16", "none")
 COMPILE = ("auto", "on", "off")
 
