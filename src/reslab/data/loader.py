@@ -181,7 +181,6 @@ class Loader(EpochCursor):
             out = torch.where(cutout_mask(n, h, w, CUTOUT, g).to(self.device), self._fill, out)
         return out
 
-
     def _to_float(self, x: Tensor) -> Tensor:
         if self.channels_last:  # reorder the uint8 batch: a quarter of the bytes of float
             x = x.contiguous(memory_format=torch.channels_last)

@@ -136,15 +136,13 @@ def _recipe(cfg: dict) -> dict:
 
 def _run_net(net: Net, base: TrainConfig, data, run_dir: Path, progress: bool) -> Row:
     cfg = base.replace(model=net.model, model_args={**base.model_args, **dict(net.args)})
-    saved = run_dir / "config.json"
+    saved, done = run_dir / "config.json", run_dir / "row.json"
     if saved.is_file():
         if _recipe(json.loads(saved.read_text())) != _recipe(json.loads(cfg.to_json())):
             raise ReslabError(f"{run_dir} holds a run with another recipe; pass another --out or remove it")
-        done = run_dir / "row.json"
         if done.is_file():
             return Row(**json.loads(done.read_text()))
     result = train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress, data=data)
-    done = run_dir / "row.json"
     from ..predict import load_trained
 
     trained = load_trained(run_dir / "last.pt")

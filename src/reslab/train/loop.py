@@ -251,19 +251,19 @@ class EMA:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        # averaged: parameters and float buffers (BN statistics); copied: integer buffers (batch counts)
+        self._averaged = [*self.module.parameters(), *(b for b in self.module.buffers() if b.is_floating_point())]
+        self._copied = [b for b in self.module.buffers() if not b.is_floating_point()]
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        weight = 1.0 - self.decay_at(step)
-        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], weight)
-        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            if b.is_floating_point():
-                b_ema.lerp_(b, weight)
-            else:
-                b_ema.copy_(b)
+        buffers = list(model.buffers())
+        live = [*(p.detach() for p in model.parameters()), *(b for b in buffers if b.is_floating_point())]
+        torch._foreach_lerp_(self._averaged, live, 1.0 - self.decay_at(step))
+        torch._foreach_copy_(self._copied, [b for b in buffers if not b.is_floating_point()])
 
 
 # --- one step ---------------------------------------------------------------------
