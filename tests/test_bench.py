@@ -46,8 +46,14 @@ def test_train_step_is_timed() -> None:
     report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
     assert [r.dtype for r in report.results] == ["fp32", "bf16"] and report.results[1].memory_format == "channels_last"
     assert all(r.images_per_s > 0 for r in report.results)
-    with pytest.raises(ReslabError, match="CIFAR"):
-        bench_train("resnet18", batch=4, compile=False, repeats=1)
+
+
+def test_train_step_of_an_imagenet_net_uses_torchvision_as_baseline() -> None:
+    report = bench_train("resnet18", batch=2, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
+    base, fast = report.results
+    assert base.config == "torchvision eager fp32 NCHW" and base.source == "torchvision"
+    assert fast.dtype == "bf16" and fast.memory_format == "channels_last" and fast.input_size == (3, 224, 224)
+    assert "no loading" in report.notes[0]
 
 
 def test_matmul_peak_and_timer() -> None:

@@ -88,6 +88,12 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+def _cuda_setup(device: torch.device) -> None:
+    """cuDNN autotuning on for every configuration, the baseline too, as `reslab train` runs."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -305,7 +311,7 @@ def bench_inference(
     input_size: tuple[int, int, int] | None = None,
     min_seconds: float = 0.3,
     log: Callable[[str], None] | None = None,
-    peak_size: int = 2048,
+    peak_size: int | None = None,
     peak_seconds: float = 1.0,
 ) -> Report:
     """Images/s at `batch` and batch-1 latency of every configuration of each model.
@@ -313,15 +319,18 @@ def bench_inference(
     Each configuration is built and warmed up once per batch size (set-up
     time reported), then `repeats` interleaved rounds are timed; a round of
     a fast model calls it back to back for at least `min_seconds`.
-    `peak_size`, `peak_seconds`: the square matmul that measures the peak, and how long.
+    `peak_size`, `peak_seconds`: the square matmul that measures the peak (default side
+    2048 on CPU, 8192 on CUDA), and how long.
     """
     from .models import create_model
     from .models.registry import default_input_size
     from .summary import count_macs
 
     device = torch.device(device)
+    _cuda_setup(device)
     _check(batch, repeats, dtypes)
     log = log or (lambda s: None)
+    peak_size = peak_size or (8192 if device.type == "cuda" else 2048)
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16", "int8")}
     notes = []
     if peaks["int8"] is None:
@@ -477,6 +486,17 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
     return step
 
 
+def _device_batches(batch: int, size: tuple[int, int, int], num_classes: int, channels_last: bool,
+                    device: torch.device, n: int = 4):
+    """A few fixed random batches already on `device`, cycled: the model's work alone, no loading."""
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = [torch.randn(batch, *size, generator=g).to(device, memory_format=fmt) for _ in range(n)]
+    ys = [torch.randint(0, num_classes, (batch,), generator=g).to(device) for _ in range(n)]
+    while True:
+        yield from zip(xs, ys, strict=True)
+
+
 def bench_train(
     model_name: str = "resnet20",
     batch: int = 128,
@@ -485,49 +505,62 @@ def bench_train(
     steps: int = 5,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
-    peak_size: int = 2048,
+    peak_size: int | None = None,
     peak_seconds: float = 1.0,
 ) -> Report:
-    """Training images/s of one step (loader included), plain fp32 eager vs reslab's switches.
+    """Training images/s of one step, plain fp32 eager vs reslab's switches.
 
-    Synthetic uint8 CIFAR-sized images (the loader's work does not depend on
-    the pixels); `steps` steps per timed round, rounds interleaved.
+    CIFAR nets (32x32): the loader is included; synthetic uint8 images (its
+    work does not depend on the pixels) through the typical per-image
+    transforms for the baseline and reslab's batched loader for the rest.
+    Larger nets (ImageNet-sized, e.g. for a GPU table): a few random batches
+    already on the device, the model's step alone, and torchvision's model as
+    the baseline where it has one. `steps` steps per timed round, rounds
+    interleaved. `peak_size`: side of the matmul that measures the peak
+    (default 2048 on CPU, 8192 on CUDA).
     """
     from .models import create_model
     from .models.registry import default_input_size
 
     device = torch.device(device)
+    _cuda_setup(device)
     _check(batch, repeats, ["fp32"])
     log = log or (lambda s: None)
     size = default_input_size(model_name)
-    if size[1:] != (32, 32):
-        raise ReslabError(f"train mode times the CIFAR pipeline; {model_name} takes {size[1]}x{size[2]} images")
-    ds = _synthetic_cifar()
-    # (label, fast loader + channels_last + fused SGD, compiled, dtype)
-    variants = [("plain fp32 eager NCHW, per-image transforms", False, False, "fp32"),
-                ("reslab loader, bf16 autocast, CL, fused SGD", True, False, "bf16")]
+    cifar = size[1:] == (32, 32)
+    ds = _synthetic_cifar() if cifar else None
+    # (label, fast: channels_last + fused SGD (+ reslab loader for CIFAR), compiled, dtype)
+    plain = "plain fp32 eager NCHW, per-image transforms" if cifar else "eager fp32 NCHW"
+    fast = "reslab loader, " if cifar else ""
+    variants = [(plain, False, False, "fp32"), (f"{fast}bf16 autocast, CL, fused SGD", True, False, "bf16")]
     if compile:
-        variants += [("reslab loader, fp32, CL, fused SGD, compiled", True, True, "fp32"),
-                     ("reslab loader, bf16 autocast, CL, fused SGD, compiled", True, True, "bf16")]
+        variants += [(f"{fast}fp32, CL, fused SGD, compiled", True, True, "fp32"),
+                     (f"{fast}bf16 autocast, CL, fused SGD, compiled", True, True, "bf16")]
     results, steppers = [], []
-    for label, fast, comp, dtype in variants:
-        fmt = "channels_last" if fast else "NCHW"
+    for label, is_fast, comp, dtype in variants:
+        fmt = "channels_last" if is_fast else "NCHW"
         torch.manual_seed(0)
         model = create_model(model_name).to(device)
-        if fast:
-            batches = _fast_batches(ds, batch, True, device)
-        else:
-            batches = _plain_batches(ds, batch)
-            if device.type != "cpu":
+        source = "reslab" if is_fast else "plain"
+        if not is_fast and not cifar:
+            peer = _peer(model_name, "torchvision", model.state_dict(), device)
+            if peer is not None:
+                model, source = peer, "torchvision"
+        label = label if is_fast or cifar else f"{source} {label}"
+        if cifar:
+            batches = _fast_batches(ds, batch, True, device) if is_fast else _plain_batches(ds, batch)
+            if not is_fast and device.type != "cpu":
                 batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in batches)
+        else:
+            batches = _device_batches(batch, size, model.fc.out_features, is_fast, device)
         log(f"train {model_name}: setting up {label}")
         t0 = time.perf_counter()
-        step = train_step_fn(model, batches, fast, comp, dtype == "bf16")
+        step = train_step_fn(model, batches, is_fast, comp, dtype == "bf16")
         for _ in range(2):
             step()
         _sync(device)
         steppers.append(step)
-        results.append(Result(model_name, label, "reslab" if fast else "plain", dtype, fmt, comp, batch,
+        results.append(Result(model_name, label, source, dtype, fmt, comp, batch,
                               size, setup_s=time.perf_counter() - t0))
     for i in range(repeats):
         for r, step in zip(results, steppers, strict=True):
@@ -536,6 +569,7 @@ def bench_train(
     from .summary import count_macs
 
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
+    peak_size = peak_size or (8192 if device.type == "cuda" else 2048)
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}
     for r in results:
         r.images_per_s = statistics.median(r.rounds)
@@ -544,6 +578,11 @@ def bench_train(
         r.gflops = 3 * 2 * macs * r.images_per_s / 1e9  # backward costs about twice the forward
         peak = peaks.get(r.dtype)
         r.peak_fraction = r.gflops / peak if peak else None
-    notes = [f"train step = loader batch + forward + backward + SGD (momentum, nesterov), {steps} steps per round",
+    data = ("loader batch" if cifar else "a batch already on the device (no loading)")
+    notes = [f"train step = {data} + forward + backward + SGD (momentum, nesterov), {steps} steps per round",
              f"baseline {results[0].rounds[0]:.0f} img/s in the first round, {results[0].rounds[-1]:.0f} in the last"]
+    if device.type == "cuda":
+        notes.append(f"cudnn.benchmark={torch.backends.cudnn.benchmark}, "
+                     f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (fp32 convolutions may run as TF32), "
+                     f"matmul precision {torch.get_float32_matmul_precision()}")
     return Report(machine_info(device), "train", peaks, results, notes)

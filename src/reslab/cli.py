@@ -281,7 +281,7 @@ def _add_bench(sub) -> None:
                        formatter_class=_formatter)
     p.add_argument("--models", default="resnet50,resnet20", help="comma-separated registered names")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
-                   help="inference, or a training step (CIFAR nets, loader included)")
+                   help="inference, or a training step (CIFAR nets: loader included; larger nets: batches on the device)")
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size (default 16 for infer, 128 for train)")
     p.add_argument("--dtype", default="bf16,int8", help="reslab configurations to time: fp32,bf16,int8")
