@@ -17,7 +17,7 @@ def tiny(**changes) -> TrainConfig:
     # no augmentation: a 4-pixel shift is half of an 8x8 digit; one thread: the test machine is shared
     base = dict(model="resnet20", data="digits", iters=24, batch_size=32, val_size=120, lr=0.1,
                 schedule="cosine", warmup_iters=4, log_every=1, compile="off", seed=0, augment=None,
-                threads=1)
+                threads=1, device="cpu")
     return TrainConfig(**{**base, **changes})
 
 
