@@ -129,6 +129,26 @@ def test_cutout_fills_one_clipped_square_with_the_mean():
     assert len(sizes) == n and sizes.count(64) > n / 3  # every image is cut; most squares are whole
 
 
+def test_reflect_padding_mirrors_the_border_where_zero_padding_blacks_it():
+    n = 64
+    # Each image is a horizontal ramp 1..32: a shifted crop shows the pad.
+    ramp = torch.arange(1, 33, dtype=torch.uint8).view(1, 1, 1, 32).expand(n, 3, 32, 32).contiguous()
+    ds = Dataset(ramp, torch.zeros(n, dtype=torch.int64), ["a"], (0.0,) * 3, (1 / 255,) * 3, "ramp")
+    black = torch.cat([b for b, _ in Loader(ds, batch_size=n, augment="cifar", seed=0)])
+    mirrored = torch.cat([b for b, _ in Loader(ds, batch_size=n, augment="cifar-reflect", seed=0)])
+    shifted = (black == 0).flatten(1).any(1)
+    assert shifted.sum() > n / 2  # most crops reach into the zero border
+    assert (mirrored >= 1).all()  # a mirrored border repeats real pixels, never black
+    # Same seed, same crops and flips: where a crop stays inside the image, the two agree.
+    assert torch.equal(black[~shifted], mirrored[~shifted])
+    # Every row is a 32-wide window of the mirrored ramp 5 4 3 2 | 1 2 ... 32 | 31 30 29 28, maybe flipped.
+    padded = torch.nn.functional.pad(torch.arange(1.0, 33).view(1, 1, 32), (4, 4), mode="reflect").flatten()
+    windows = [padded[o:o + 32] for o in range(9)]
+    windows += [w.flip(0) for w in windows]
+    for row in mirrored[:, 0, 0]:
+        assert any(torch.equal(row, w) for w in windows)
+
+
 def test_augment_index_in_bounds():
     g = torch.Generator().manual_seed(0)
     idx = augment_index(100, 32, 32, 4, True, g)

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..errors import ReslabError
 from .datasets import Dataset
 
-AUGMENTS = ("cifar", "cifar-cutout", "flip", None)
+AUGMENTS = ("cifar", "cifar-reflect", "cifar-cutout", "flip", None)
 PAD = 4  # the paper's CIFAR padding (He et al. 2016, section 4.2)
 CUTOUT = 8  # side of the square that "cifar-cutout" fills with the mean (DeVries & Taylor 2017)
 
@@ -104,7 +104,8 @@ class Loader(EpochCursor):
     channels_last if asked, `resize` x `resize` when given; y: (B,) int64.
     train=True shuffles with a seeded permutation per epoch and applies
     `augment` ("cifar": 4-pixel zero padding, random crop, horizontal flip;
-    "cifar-cutout": the same, then an 8x8 square filled with the mean;
+    "cifar-reflect": the same with the border mirrored instead of black;
+    "cifar-cutout": "cifar", then an 8x8 square filled with the mean;
     "flip": flip only; None). Evaluation loaders (train=False) keep the
     dataset order and never augment. After a full pass the epoch advances by
     one; `set_epoch(epoch, start_batch)` picks where the next pass starts.
@@ -174,7 +175,7 @@ class Loader(EpochCursor):
         if self.augment == "flip":
             mirrored = (torch.rand(n, generator=g) < 0.5).to(self.device).view(n, 1, 1, 1)
             return torch.where(mirrored, x.flip(3), x)
-        padded = F.pad(x, (PAD, PAD, PAD, PAD))
+        padded = F.pad(x, (PAD, PAD, PAD, PAD), mode="reflect" if self.augment == "cifar-reflect" else "constant")
         index = augment_index(n, h, w, PAD, True, g).to(self.device)
         out = padded.view(n, c, -1).gather(2, index.unsqueeze(1).expand(n, c, h * w)).view(n, c, h, w)
         if self.augment == "cifar-cutout":
