@@ -531,7 +531,7 @@ def bench_train(
     ds = _synthetic_cifar() if cifar else None
     # (label, fast: channels_last + fused SGD (+ reslab loader for CIFAR), compiled, dtype)
     plain = "plain fp32 eager NCHW, per-image transforms" if cifar else "eager fp32 NCHW"
-    fast = "reslab loader, " if cifar else ""
+    fast = "reslab loader, " if cifar else "reslab "
     variants = [(plain, False, False, "fp32"), (f"{fast}bf16 autocast, CL, fused SGD", True, False, "bf16")]
     if compile:
         variants += [(f"{fast}fp32, CL, fused SGD, compiled", True, True, "fp32"),
