@@ -116,9 +116,14 @@ def _time_call(fn: Callable[[], object], device: torch.device, inner: int = 1) -
     return (time.perf_counter() - t0) / inner
 
 
-def matmul_peak(dtype: str, device: torch.device | str = "cpu", n: int = 2048, seconds: float = 1.0) -> float | None:
-    """Measured GFLOP/s (int8: GOP/s) of an n x n x n matmul in `dtype`; None if unsupported."""
+def matmul_peak(dtype: str, device: torch.device | str = "cpu", n: int | None = None, seconds: float = 1.0
+                ) -> float | None:
+    """Measured GFLOP/s (int8: GOP/s) of an n x n x n matmul in `dtype`; None if unsupported.
+
+    n defaults to 2048 on CPU and 8192 on CUDA (smaller products leave a GPU idle).
+    """
     device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
     if dtype == "int8":
         a = torch.randint(-128, 127, (n, n), dtype=torch.int8, device=device)
         b = torch.randint(-128, 127, (n, n), dtype=torch.int8, device=device)
@@ -330,7 +335,6 @@ def bench_inference(
     _cuda_setup(device)
     _check(batch, repeats, dtypes)
     log = log or (lambda s: None)
-    peak_size = peak_size or (8192 if device.type == "cuda" else 2048)
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16", "int8")}
     notes = []
     if peaks["int8"] is None:
@@ -569,7 +573,6 @@ def bench_train(
     from .summary import count_macs
 
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
-    peak_size = peak_size or (8192 if device.type == "cuda" else 2048)
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}
     for r in results:
         r.images_per_s = statistics.median(r.rounds)
