@@ -9,9 +9,10 @@ from PIL import Image
 from reslab.cli import main
 from reslab.data import load
 
+# device=cpu: `reslab eval` runs on the CPU by default, and bf16 on a GPU rounds differently
 TRAIN = ["train", "--model", "resnet20", "--data", "digits", "--iters", "30", "--quiet",
          "--set", "batch_size=32", "--set", "val_size=120", "--set", "augment=none", "--set", "threads=1",
-         "--set", "log_every=5", "--set", "compile=off"]
+         "--set", "log_every=5", "--set", "compile=off", "--set", "device=cpu"]
 
 
 @pytest.fixture(scope="module")
