@@ -29,9 +29,10 @@ DATA="imagefolder:$WORK/data"
 $PY -c "from reslab.data import load; load('$DATA', split='train'); load('$DATA', split='test')" || exit 1
 
 pack() {
-  (cd "$WORK" && tar -czf "$OUT/runs.tar.gz" --exclude='last.pt*' --exclude='*.prev' --exclude='*.safetensors' runs)
+  (cd "$WORK" && tar -czf "$OUT/runs.tar.gz" --exclude='last.pt*' --exclude='prev.pt*' --exclude='*.safetensors' runs)
 }
-trap pack EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait; pack' EXIT
+trap "exit 143" TERM INT  # so that the runs stop and what they wrote is packed when killed from outside
 for spec in "$@"; do
   read -r name args <<<"$spec"
   # shellcheck disable=SC2086  # the options are meant to split into words
