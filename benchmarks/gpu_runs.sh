@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Several `reslab train` runs side by side on one CUDA GPU, on the CIFAR-10
 # JPEG copy, for comparing recipes over seeds when a GPU is at hand (a
-# ResNet-20 does not fill a GPU: eight 40-epoch fast-cifar runs on one H200
-# took under 430 s together, about 6,000 img/s each).
+# ResNet-20 does not fill a GPU: with eight runs side by side on one H200,
+# each ran at about 6,000 img/s and a 40-epoch fast-cifar run took under 430 s).
 #
 #   OUT=DIR ARCHIVE=cifar10-jpeg.tar.gz benchmarks/gpu_runs.sh \
 #       "fc-s0 --preset fast-cifar --set seed=0" \
