@@ -4,6 +4,7 @@ All runs use the embedded digits (8x8) and a handful of steps, so the file
 takes well under a minute on 2 CPU cores.
 """
 
+import copy
 import json
 
 import pytest
@@ -61,10 +62,11 @@ def _all_state(ckpt):
             **{f"ema.{k}": v for k, v in (ckpt["ema"] or {}).items()}}
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_resume_is_bit_exact(tmp_path, digits_data, amp):
+@pytest.mark.parametrize("changes", [{"amp": "none"}, {"amp": "bf16"}, {"amp": "none", "sam_rho": 0.05}],
+                         ids=["fp32", "bf16", "sam"])
+def test_resume_is_bit_exact(tmp_path, digits_data, changes):
     """N steps, interrupt (as Ctrl-C), resume for N more == 2N uninterrupted steps, to the bit."""
-    cfg = tiny(iters=20, ema_decay=0.9, label_smoothing=0.1, nesterov=True, amp=amp, batch_size=48)
+    cfg = tiny(iters=20, ema_decay=0.9, label_smoothing=0.1, nesterov=True, batch_size=48, **changes)
     # 1437 - 120 images / 48 = 27 batches per epoch: use epochs shorter than the run to cross one
     cfg = cfg.replace(val_size=600)  # 837 train images -> 17 batches per epoch; the stop at 10 is mid-epoch
     train(cfg, tmp_path / "full", progress=False, data=None)
@@ -113,6 +115,35 @@ def test_ema_warms_up_and_averages_bn_statistics():
     assert torch.allclose(new["fc.weight"], start["fc.weight"] + 0.9)
     assert torch.allclose(new["bn1.running_var"], start["bn1.running_var"] + 0.9)
     assert torch.equal(new["bn1.num_batches_tracked"], start["bn1.num_batches_tracked"] + 3)
+
+
+def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights():
+    from reslab.models import create_model
+    from reslab.train.loop import forward_backward, sharpness_aware_pass
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    forward_backward(model, x, y, 0.0, None, None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+
+    # by hand: w + rho * g / ||g||, a fresh gradient there
+    climbed = copy.deepcopy(model)
+    norm = torch.cat([g.flatten() for g in grads]).norm()
+    with torch.no_grad():
+        for p, g in zip(climbed.parameters(), grads, strict=True):
+            p.add_(0.05 * g / norm)
+            p.grad = None
+    forward_backward(climbed, x, y, 0.0, None, None)
+
+    sharpness_aware_pass(model, x, y, 0.05, 0.0, None, None)
+    after = model.state_dict()
+    for k, v in before.items():  # weights and BN statistics are back, to the bit
+        assert torch.equal(after[k], v), k
+    for p, q, g in zip(model.parameters(), climbed.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(model.fc.weight.grad, grads[-2])  # the gradient did change
 
 
 def test_resume_refuses_to_overwrite_a_run(tmp_path, digits_data):

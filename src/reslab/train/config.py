@@ -61,6 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global L2 norm of the gradients
     ema_decay: float | None = None  # e.g. 0.999; evaluated and saved next to the raw weights
+    sam_rho: float | None = None  # sharpness-aware minimization radius, e.g. 0.05; two passes a step
     # data pipeline
     augment: str | None = "cifar"
     resize: int | None = None
@@ -118,6 +119,8 @@ class TrainConfig:
             _range("grad_clip", self.grad_clip, 0.0, float("inf"), low_open=True)
         if self.ema_decay is not None:
             _range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
+        if self.sam_rho is not None:
+            _range("sam_rho", self.sam_rho, 0.0, 1.0, low_open=True)
         if (self.warmup_lr is None) != (self.warmup_until_error is None):
             raise ReslabError("warmup_lr and warmup_until_error go together: set both or neither")
         if self.warmup_until_error is not None:

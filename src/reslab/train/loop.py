@@ -281,6 +281,28 @@ def forward_backward(model: nn.Module, x: Tensor, y: Tensor, label_smoothing: fl
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
+def sharpness_aware_pass(model: nn.Module, x: Tensor, y: Tensor, rho: float, label_smoothing: float,
+                         amp: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> None:
+    """Sharpness-aware minimization (Foret et al., ICLR 2021), after a forward_backward at the weights w.
+
+    Moves to w + rho * g / ||g|| (g: the gradient just computed, over all parameters), takes
+    the gradient there, and comes back to w: `.grad` then holds the gradient SAM steps with.
+    BN running statistics keep the values of the pass at w.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    stats = list(model.buffers())
+    with torch.no_grad():
+        kept = [t.clone() for t in (*params, *stats)]  # restored as they were, to the bit
+        grads = [p.grad for p in params]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        torch._foreach_add_(params, torch._foreach_mul(grads, rho / (norm + 1e-12)))
+    for p in params:
+        p.grad = None
+    forward_backward(model, x, y, label_smoothing, amp, scaler)
+    with torch.no_grad():
+        torch._foreach_copy_([*params, *stats], kept)
+
+
 def optimizer_step(opt: torch.optim.Optimizer, model: nn.Module, cfg: TrainConfig,
                    scaler: torch.amp.GradScaler | None) -> None:
     if scaler is not None:
@@ -533,6 +555,8 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
                 log.write("event", step=state.step, message=f"non-finite loss {loss_value}")
                 raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped, "
                                     f"last good step saved to {path}; lower lr or set grad_clip")
+            if cfg.sam_rho is not None:
+                sharpness_aware_pass(run.model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, run.scaler)
             optimizer_step(run.opt, run.model, cfg, run.scaler)
             if run.ema is not None:
                 run.ema.update(_unwrap(run.model), state.step)
