@@ -141,7 +141,7 @@ def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights():
     after = model.state_dict()
     for k, v in before.items():  # weights and BN statistics are back, to the bit
         assert torch.equal(after[k], v), k
-    for p, q, g in zip(model.parameters(), climbed.parameters(), grads, strict=True):
+    for p, q in zip(model.parameters(), climbed.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(model.fc.weight.grad, grads[-2])  # the gradient did change
 
