@@ -37,7 +37,8 @@ def test_every_preset_builds():
     ({"optimizer": "lion"}, "optimizer"), ({"milestones": (0.75, 0.5)}, "milestones"),
     ({"epochs": None, "iters": None}, "epochs or iters"), ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"warmup_lr": 0.01}, "warmup_lr"), ({"nesterov": True, "momentum": 0.0}, "nesterov"),
-    ({"sam_rho": 0.0}, "sam_rho"),
+    ({"sam_rho": 0.0}, "sam_rho"), ({"distill_alpha": 1.5}, "distill_alpha"),
+    ({"distill_temperature": 0}, "distill_temperature"),
 ])
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ReslabError, match=field):

@@ -182,3 +182,42 @@ def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
     assert lrs[0] == 0.01 and lrs[-1] == 0.1
     switch = lrs.index(0.1)
     assert all(v == 0.01 for v in lrs[:switch]) and all(v == 0.1 for v in lrs[switch:])
+
+
+def test_distillation_loss_matches_its_definition():
+    from reslab.train.loop import SoftTargets, batch_loss
+
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    ce = torch.nn.functional.cross_entropy(s, y, label_smoothing=0.1)
+    assert torch.equal(batch_loss(s, y, 0.1), ce)
+    assert torch.allclose(batch_loss(s, y, 0.1, SoftTargets(t, 0.0, 4.0)), ce)
+    # by hand: T^2 * mean over the batch of sum_k p_t log(p_t / p_s), at temperature T
+    p_t, log_p_s = (t / 4).softmax(1), (s / 4).log_softmax(1)
+    kd = 16 * (p_t * (p_t.log() - log_p_s)).sum(1).mean()
+    torch.testing.assert_close(batch_loss(s, y, 0.1, SoftTargets(t, 0.9, 4.0)), 0.1 * ce + 0.9 * kd)
+    # a student that already equals its teacher gets no gradient from the soft targets
+    same = t.clone().requires_grad_(True)
+    batch_loss(same, y, 0.0, SoftTargets(t, 1.0, 4.0)).backward()
+    assert same.grad.abs().max() < 1e-6
+
+
+def test_distillation_from_a_trained_run(tmp_path, digits_data):
+    from reslab.errors import ReslabError
+
+    teacher = train(tiny(iters=40), tmp_path / "teacher", progress=False, data=digits_data)
+    student = train(tiny(iters=40, teacher=str(tmp_path / "teacher")), tmp_path / "student", progress=False,
+                    data=digits_data)
+    losses = [r["loss"] for r in _steps(tmp_path / "student") if r["kind"] == "step"]
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+    assert student.test.top1 > 0.5 and teacher.test.top1 > 0.5
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["teacher"] == str(tmp_path / "teacher") and config["env"]["teacher"]["arch"] == "CifarResNet"
+    # alpha 0 ignores the teacher: the same weights as a run without one
+    plain = train(tiny(iters=6), tmp_path / "plain", progress=False, data=digits_data)
+    ignored = train(tiny(iters=6, teacher=str(tmp_path / "teacher"), distill_alpha=0.0), tmp_path / "ignored",
+                    progress=False, data=digits_data)
+    a, b = (load_checkpoint(r.run_dir / "last.pt")["model"] for r in (plain, ignored))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ReslabError, match="teacher: no checkpoint"):
+        train(tiny(iters=3, teacher=str(tmp_path / "nothing")), tmp_path / "x", progress=False, data=digits_data)

@@ -62,6 +62,10 @@ class TrainConfig:
     grad_clip: float | None = None  # max global L2 norm of the gradients
     ema_decay: float | None = None  # e.g. 0.999; evaluated and saved next to the raw weights
     sam_rho: float | None = None  # sharpness-aware minimization radius, e.g. 0.05; two passes a step
+    # knowledge distillation (Hinton et al. 2015): a trained run directory or checkpoint to learn from
+    teacher: str | None = None
+    distill_alpha: float = 0.9  # weight of the teacher's soft targets; 1 - alpha on the labels
+    distill_temperature: float = 4.0
     # data pipeline
     augment: str | None = "cifar"
     resize: int | None = None
@@ -121,6 +125,8 @@ class TrainConfig:
             _range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
         if self.sam_rho is not None:
             _range("sam_rho", self.sam_rho, 0.0, 1.0, low_open=True)
+        _range("distill_alpha", self.distill_alpha, 0.0, 1.0)
+        _range("distill_temperature", self.distill_temperature, 0.0, 100.0, low_open=True)
         if (self.warmup_lr is None) != (self.warmup_until_error is None):
             raise ReslabError("warmup_lr and warmup_until_error go together: set both or neither")
         if self.warmup_until_error is not None:

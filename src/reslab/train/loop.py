@@ -268,21 +268,53 @@ class EMA:
 
 
 # --- one step ---------------------------------------------------------------------
+@dataclass
+class SoftTargets:
+    """A teacher's logits for the batch, mixed into the loss (knowledge distillation, Hinton et al. 2015)."""
+
+    logits: Tensor
+    alpha: float  # weight of the soft targets; the labels get 1 - alpha
+    temperature: float
+
+
+def batch_loss(logits: Tensor, y: Tensor, label_smoothing: float, soft: SoftTargets | None = None) -> Tensor:
+    """Cross-entropy with the labels; when distilling, mixed with T^2 * KL(teacher || student) at temperature T.
+
+    The T^2 keeps the soft targets' gradients at the scale of the hard ones (Hinton et al., section 2).
+    """
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    if soft is None:
+        return loss
+    t = soft.temperature
+    kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(soft.logits / t, dim=1),
+                  reduction="batchmean", log_target=True) * (t * t)
+    return (1.0 - soft.alpha) * loss + soft.alpha * kd
+
+
 def forward_backward(model: nn.Module, x: Tensor, y: Tensor, label_smoothing: float,
-                     amp: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> tuple[Tensor, Tensor]:
+                     amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
+                     soft: SoftTargets | None = None) -> tuple[Tensor, Tensor]:
     """x: (N, C, H, W) float, y: (N,) int64 -> (mean loss, number correct); gradients accumulated.
 
     The loss is computed in fp32 from fp32 logits even under autocast.
     """
     with autocast(x.device, amp):
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    loss = batch_loss(logits.float(), y, label_smoothing, soft)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, x: Tensor, cfg: TrainConfig, amp: torch.dtype | None) -> SoftTargets:
+    with autocast(x.device, amp):
+        logits = teacher(x)
+    return SoftTargets(logits.float(), cfg.distill_alpha, cfg.distill_temperature)
+
+
 def sharpness_aware_pass(model: nn.Module, x: Tensor, y: Tensor, rho: float, label_smoothing: float,
-                         amp: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> None:
+                         amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
+                         soft: SoftTargets | None = None) -> None:
     """Sharpness-aware minimization (Foret et al., ICLR 2021), after a forward_backward at the weights w.
 
     Moves to w + rho * g / ||g|| (g: the gradient just computed, over all parameters), takes
@@ -298,7 +330,7 @@ def sharpness_aware_pass(model: nn.Module, x: Tensor, y: Tensor, rho: float, lab
         torch._foreach_add_(params, torch._foreach_mul(grads, rho / (norm + 1e-12)))
     for p in params:
         p.grad = None
-    forward_backward(model, x, y, label_smoothing, amp, scaler)
+    forward_backward(model, x, y, label_smoothing, amp, scaler, soft)
     with torch.no_grad():
         torch._foreach_copy_([*params, *stats], kept)
 
@@ -372,6 +404,7 @@ class Run:
     state: RunState
     total_steps: int
     env: dict[str, Any]
+    teacher: nn.Module | None = None  # frozen; rebuilt from cfg.teacher, not checkpointed
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -513,6 +546,9 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     if payload is not None:
         restore(run, payload)
     run.model = _wrap(model, cfg, total - run.state.step, dist, device)
+    if cfg.teacher:
+        run.teacher = load_teacher(cfg, data, device, compile_wanted(cfg, total - run.state.step))
+        env["teacher"] = {"model": cfg.teacher, "arch": type(_unwrap(run.teacher)).__name__}
     log = MetricsLog(out / "metrics.jsonl", enabled=dist.main)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -522,6 +558,26 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     return run, log
 
 
+def load_teacher(cfg: TrainConfig, data: Data, device: torch.device, compiled: bool) -> nn.Module:
+    """The frozen eval-mode model of cfg.teacher (a run directory or checkpoint), checked against the data."""
+    from ..predict import load_trained
+
+    try:
+        t = load_trained(cfg.teacher, device)
+    except ReslabError as e:
+        raise ReslabError(f"teacher: {e}") from None
+    if t.classes != data.classes:
+        raise ReslabError(f"teacher {cfg.teacher} was trained on other classes ({len(t.classes)}: "
+                          f"{', '.join(t.classes[:5])}...); distill from a run on the same data")
+    if (t.mean, t.std, t.image_size) != (data.mean, data.std, data.image_size):
+        raise ReslabError(f"teacher {cfg.teacher} expects other inputs (size {t.image_size}, mean {t.mean}, "
+                          f"std {t.std}) than this run; distill from a run on the same data and resize")
+    model = t.model.requires_grad_(False)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compiled else model
+
+
 def _wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, device: torch.device) -> nn.Module:
     if dist.world > 1:
         import torch.distributed as tdist
@@ -529,9 +585,11 @@ def _wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, devic
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile == "on" or (cfg.compile == "auto" and steps_left >= COMPILE_AUTO_MIN_STEPS):
-        model = torch.compile(model)
-    return model
+    return torch.compile(model) if compile_wanted(cfg, steps_left) else model
+
+
+def compile_wanted(cfg: TrainConfig, steps_left: int) -> bool:
+    return cfg.compile == "on" or (cfg.compile == "auto" and steps_left >= COMPILE_AUTO_MIN_STEPS)
 
 
 def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist: Dist,
@@ -548,7 +606,8 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
             lr = step_lr(cfg, state, run.total_steps)
             for g in run.opt.param_groups:
                 g["lr"] = lr
-            loss, correct = forward_backward(run.model, x, y, cfg.label_smoothing, amp, run.scaler)
+            soft = teacher_targets(run.teacher, x, cfg, amp) if run.teacher is not None else None
+            loss, correct = forward_backward(run.model, x, y, cfg.label_smoothing, amp, run.scaler, soft)
             if not math.isfinite(loss_value := loss.item()):
                 run.opt.zero_grad(set_to_none=True)
                 path = save(run, out, "last.pt", dist)
@@ -556,7 +615,7 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
                 raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped, "
                                     f"last good step saved to {path}; lower lr or set grad_clip")
             if cfg.sam_rho is not None:
-                sharpness_aware_pass(run.model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, run.scaler)
+                sharpness_aware_pass(run.model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, run.scaler, soft)
             optimizer_step(run.opt, run.model, cfg, run.scaler)
             if run.ema is not None:
                 run.ema.update(_unwrap(run.model), state.step)
