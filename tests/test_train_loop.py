@@ -5,6 +5,7 @@ takes well under a minute on 2 CPU cores.
 """
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -221,3 +222,6 @@ def test_distillation_from_a_trained_run(tmp_path, digits_data):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ReslabError, match="teacher: no checkpoint"):
         train(tiny(iters=3, teacher=str(tmp_path / "nothing")), tmp_path / "x", progress=False, data=digits_data)
+    renamed = dataclasses.replace(digits_data, classes=[f"c{i}" for i in range(10)])
+    with pytest.raises(ReslabError, match="trained on other classes"):
+        train(tiny(iters=3, teacher=str(tmp_path / "teacher")), tmp_path / "y", progress=False, data=renamed)
