@@ -64,7 +64,7 @@ class TrainConfig:
     sam_rho: float | None = None  # sharpness-aware minimization radius, e.g. 0.05; two passes a step
     # knowledge distillation (Hinton et al. 2015): a trained run directory or checkpoint to learn from
     teacher: str | None = None
-    distill_alpha: float = 0.9  # weight of the teacher's soft targets; 1 - alpha on the labels
+    distill_alpha: float = 0.5  # weight of the teacher's soft targets; 1 - alpha on the labels
     distill_temperature: float = 4.0
     # data pipeline
     augment: str | None = "cifar"
@@ -219,6 +219,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 87.59%. 50 epochs add nothing; lr 0.1 or 0.3,
     # weight decay 1e-3, 2.5e-4 or on every parameter, label smoothing 0 or 0.2,
     # Cutout, zero-init of the residual branches and SAM (sam_rho=0.05) lose.
+    # What does gain: distilling from a fast-cifar ResNet-56 (89.03% itself),
+    # `--set teacher=RUN_DIR`: 88.06% over three seeds with distill_alpha 0.5,
+    # 87.97% over five with 0.9, at 1.6x the CPU time of a run without a teacher.
     "fast-cifar": dict(
         data="cifar10", epochs=40, iters=None, batch_size=128, val_size=5000,
         optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
