@@ -27,6 +27,7 @@ from .models import (
 
 # reslab.optimize is the function; `from reslab.optimize import ...` still reaches the module.
 from .optimize import optimize
+from .runtime import tune_allocator
 from .summary import summary
 from .train import TrainConfig, preset  # the loop itself: from reslab.train import train
 
@@ -36,5 +37,5 @@ __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ReslabError", "ResNet", "ShortcutA", "UnknownModelError",
     "TrainConfig", "create_model", "data", "list_models", "load_weights", "model_info", "optimize", "preset",
-    "register_model", "summary",
+    "register_model", "summary", "tune_allocator",
 ]

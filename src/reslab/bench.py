@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ReslabError
+from .runtime import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator
 
 MODES = ("infer", "train")
 STANDARD_MODELS = ("resnet50", "resnet20")
@@ -88,10 +89,23 @@ def _cpu_flags() -> list[str]:
     return []
 
 
-def _cuda_setup(device: torch.device) -> None:
-    """cuDNN autotuning on for every configuration, the baseline too, as `reslab train` runs."""
+def _process_setup(device: torch.device) -> None:
+    """What `reslab train` sets for the whole process, here for every configuration, the baseline too:
+    cuDNN autotuning on a GPU, freed memory kept for reuse on a CPU."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        tune_allocator()
+
+
+def _process_notes(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [f"cudnn.benchmark={torch.backends.cudnn.benchmark}, "
+                f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (fp32 convolutions may run as TF32), "
+                f"matmul precision {torch.get_float32_matmul_precision()}"]
+    kept = (f"freed memory kept for reuse (glibc malloc: mmap threshold {MMAP_THRESHOLD >> 20} MiB, "
+            f"trim threshold {TRIM_THRESHOLD >> 20} MiB)")
+    return [f"allocator: {kept if tune_allocator() else 'as the process found it'}, every configuration"]
 
 
 def _sync(device: torch.device) -> None:
@@ -332,7 +346,7 @@ def bench_inference(
     from .summary import count_macs
 
     device = torch.device(device)
-    _cuda_setup(device)
+    _process_setup(device)
     _check(batch, repeats, dtypes)
     log = log or (lambda s: None)
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16", "int8")}
@@ -367,6 +381,7 @@ def bench_inference(
         notes.append(f"{name}: baseline {base_rounds[0]:.1f} img/s in the first round, "
                      f"{base_rounds[-1]:.1f} in the last")
         results += rows
+    notes += _process_notes(device)
     return Report(machine_info(device), "infer", peaks, results, notes)
 
 
@@ -527,7 +542,7 @@ def bench_train(
     from .models.registry import default_input_size
 
     device = torch.device(device)
-    _cuda_setup(device)
+    _process_setup(device)
     _check(batch, repeats, ["fp32"])
     log = log or (lambda s: None)
     size = default_input_size(model_name)
@@ -584,8 +599,5 @@ def bench_train(
     data = ("loader batch" if cifar else "a batch already on the device (no loading)")
     notes = [f"train step = {data} + forward + backward + SGD (momentum, nesterov), {steps} steps per round",
              f"baseline {results[0].rounds[0]:.0f} img/s in the first round, {results[0].rounds[-1]:.0f} in the last"]
-    if device.type == "cuda":
-        notes.append(f"cudnn.benchmark={torch.backends.cudnn.benchmark}, "
-                     f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (fp32 convolutions may run as TF32), "
-                     f"matmul precision {torch.get_float32_matmul_precision()}")
+    notes += _process_notes(device)
     return Report(machine_info(device), "train", peaks, results, notes)

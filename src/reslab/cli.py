@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import ReslabError
+from .runtime import tune_allocator
 
 EXIT_USAGE = 2
 
@@ -391,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         args.func(args)
     except ReslabError as e:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..errors import ReslabError
 from ..models import model_info
+from ..runtime import tune_allocator
 from .checkpoint import (
     export_safetensors,
     load_checkpoint,
@@ -529,6 +530,8 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, dist)
+    if device.type == "cpu":
+        tune_allocator()  # every step frees and reallocates its activations: keep them in the process
     torch.manual_seed(cfg.seed)
     data = data or load_data(cfg, with_test=cfg.test)
     model = build_model(cfg.model, model_args_for(cfg, data), data.image_size).to(device)
