@@ -46,6 +46,11 @@ def test_train_step_is_timed() -> None:
     report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
     assert [r.dtype for r in report.results] == ["fp32", "bf16"] and report.results[1].memory_format == "channels_last"
     assert all(r.images_per_s > 0 for r in report.results)
+    from reslab.runtime import tune_allocator
+
+    # the allocator setting applies to the baseline and reslab's rows alike, and the report says which
+    allocator = [n for n in report.notes if n.startswith("allocator: ")]
+    assert len(allocator) == 1 and ("freed memory kept" in allocator[0]) == tune_allocator()
 
 
 def test_train_step_of_an_imagenet_net_uses_torchvision_as_baseline() -> None:
