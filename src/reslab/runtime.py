@@ -1,12 +1,13 @@
-"""Process-wide settings that make CPU training and inference faster.
+"""Process-wide settings for fast CPU training.
 
 `tune_allocator()`: glibc's malloc gives freed blocks of a few MiB back to the
 kernel (they are mmap'ed, or trimmed off the top of the heap) and takes fresh
 pages for the next allocation, which the kernel has to fault in and zero. A
 training step frees and allocates the same activation buffers every step, so
 with the defaults it pays for thousands of page faults each step (measured in
-benchmarks/RESULTS.md: about 18% of a CPU ResNet-20 training epoch). Keeping
-freed memory in the process removes them. The cost: the process keeps its peak
+benchmarks/RESULTS.md: 14% of the CPU time of a compiled ResNet-20 step went to
+the kernel; 2-epoch runs were 10-15% faster without them). Keeping freed memory
+in the process removes them. The cost: the process keeps its peak
 memory instead of handing it back between steps.
 """
 
