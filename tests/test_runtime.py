@@ -31,10 +31,11 @@ def _faults_per_step(setup: str, env: dict | None = None) -> float:
 
 @glibc_only
 def test_tune_allocator_stops_page_faults_of_reused_buffers():
-    # Without it glibc trims the freed 16 MiB off the heap and faults 4096 pages back in every step.
-    assert _faults_per_step("") > 2000
-    tuned = "from reslab.runtime import tune_allocator; assert tune_allocator()"
-    assert _faults_per_step(tuned) < 50
+    # Without it glibc hands freed blocks back to the kernel and faults pages back in every step
+    # (how many of the 4096 pages depends on the heap's layout: 1,200-4,100 measured here).
+    default = _faults_per_step("")
+    tuned = _faults_per_step("from reslab.runtime import tune_allocator; assert tune_allocator()")
+    assert default > 400 and tuned < 50 and tuned < default / 10
 
 
 @glibc_only
@@ -42,7 +43,7 @@ def test_tune_allocator_leaves_the_users_tunables_alone():
     import os
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=65536"}
     setup = "from reslab.runtime import tune_allocator; assert not tune_allocator()"
-    assert _faults_per_step(setup, env) > 2000
+    assert _faults_per_step(setup, env) > 400
 
 
 def test_tune_allocator_is_idempotent():
