@@ -1,3 +1,4 @@
+import os
 import platform
 import subprocess
 import sys
@@ -40,13 +41,15 @@ def test_tune_allocator_stops_page_faults_of_reused_buffers():
 
 @glibc_only
 def test_tune_allocator_leaves_the_users_tunables_alone():
-    import os
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=65536"}
     setup = "from reslab.runtime import tune_allocator; assert not tune_allocator()"
     assert _faults_per_step(setup, env) > 400
 
 
-def test_tune_allocator_is_idempotent():
-    from reslab.runtime import tune_allocator
+def test_tune_allocator_sets_malloc_once_per_process(monkeypatch):
+    from reslab import runtime
 
-    assert tune_allocator() == tune_allocator()
+    calls = []
+    monkeypatch.setattr(runtime, "_tuned", None)
+    monkeypatch.setattr(runtime, "_mallopt", lambda: calls.append(1) or True)
+    assert runtime.tune_allocator() and runtime.tune_allocator() and len(calls) == 1

@@ -6,9 +6,9 @@ pages for the next allocation, which the kernel has to fault in and zero. A
 training step frees and allocates the same activation buffers every step, so
 with the defaults it pays for thousands of page faults each step (measured in
 benchmarks/RESULTS.md: 14% of the CPU time of a compiled ResNet-20 step went to
-the kernel; whole runs were 10-42% faster without them, with the same weights). Keeping freed memory
-in the process removes them. The cost: the process keeps its peak
-memory instead of handing it back between steps.
+the kernel; whole runs were 10-42% faster without them, with the same weights).
+Keeping freed memory in the process removes them. The cost: the process keeps
+its peak memory instead of handing it back between steps.
 """
 
 from __future__ import annotations
