@@ -481,7 +481,8 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
     """One SGD step (forward, backward, update) on the next batch; returns the loss.
 
     fast: channels_last and fused SGD; `bf16`: bf16 autocast; `compile`:
-    torch.compile of the model. fast=False, bf16=False, compile=False is the
+    torch.compile of the model (on a CPU with reslab's compiled BatchNorm2d,
+    as `reslab train` does). fast=False, bf16=False, compile=False is the
     plain fp32 NCHW eager step.
     """
     device = next(model.parameters()).device
@@ -490,6 +491,10 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
                           **({"fused": True} if fast else {}))
+    if compile and device.type == "cpu":
+        from .models import compiled_batchnorm
+
+        compiled_batchnorm(model)
     forward = torch.compile(model) if compile else model
     loss_fn = nn.CrossEntropyLoss()
 

@@ -29,6 +29,13 @@ from .errors import ReslabError
 # --- BN folding -------------------------------------------------------------
 
 
+class _BNLeafTracer(torch.fx.Tracer):
+    """fx's tracer, keeping every BatchNorm2d (subclasses too) as one call_module node."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, qualname)
+
+
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv path, bn path) for every BN whose only input is a conv's output.
 
@@ -37,7 +44,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     (or a module called twice) is left alone, since folding would change it.
     """
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = _BNLeafTracer().trace(model)
     except Exception as e:  # fx raises many types for untraceable Python
         raise ReslabError(
             f"cannot fold BatchNorm in {type(model).__name__}: torch.fx cannot trace its forward ({e})"

@@ -3,6 +3,7 @@
 from . import zoo  # noqa: F401  (registers every named model)
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ShortcutA
 from .convert import load_weights
+from .norm import BatchNorm2d, batch_norm_train, compiled_batchnorm
 from .registry import (
     ModelInfo,
     UnknownModelError,
@@ -14,7 +15,8 @@ from .registry import (
 from .resnet import CifarResNet, ResNet
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
+    "BasicBlock", "BatchNorm2d", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ResNet", "ShortcutA", "UnknownModelError", "create_model",
-    "list_models", "load_weights", "model_info", "register_model",
+    "list_models", "batch_norm_train", "compiled_batchnorm", "load_weights", "model_info",
+    "register_model",
 ]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ReslabError
-from ..models import model_info
+from ..models import compiled_batchnorm, model_info
 from ..runtime import tune_allocator
 from .checkpoint import (
     export_safetensors,
@@ -582,13 +582,16 @@ def load_teacher(cfg: TrainConfig, data: Data, device: torch.device, compiled: b
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, device: torch.device) -> nn.Module:
+    compiled = compile_wanted(cfg, steps_left)
+    if compiled and device.type == "cpu":
+        compiled_batchnorm(model)  # cheaper compiled BN statistics on a CPU; same parameters and state
     if dist.world > 1:
         import torch.distributed as tdist
 
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(model) if compile_wanted(cfg, steps_left) else model
+    return torch.compile(model) if compiled else model
 
 
 def compile_wanted(cfg: TrainConfig, steps_left: int) -> bool:
