@@ -83,20 +83,11 @@ def test_eager_and_unusual_configurations_take_nn_path(monkeypatch):
     assert cumulative.num_batches_tracked.item() == 1
 
 
-def test_fast_path_is_traced_without_graph_breaks():
+def test_fast_path_is_traced_without_graph_breaks(monkeypatch):
     model = compiled_batchnorm(reslab.create_model("resnet20")).train()
-    calls = []
-    real = norm_module.batch_norm_train
-
-    def counting(*args):
-        calls.append(1)
-        return real(*args)
-
-    norm_module.batch_norm_train = counting
-    try:
-        torch.compile(model, backend="eager", fullgraph=True)(torch.randn(2, 3, 32, 32))
-    finally:
-        norm_module.batch_norm_train = real
+    calls, real = [], norm_module.batch_norm_train
+    monkeypatch.setattr(norm_module, "batch_norm_train", lambda *args: calls.append(1) or real(*args))
+    torch.compile(model, backend="eager", fullgraph=True)(torch.randn(2, 3, 32, 32))
     assert len(calls) == 19  # every BN of ResNet-20, traced once
 
 
