@@ -74,3 +74,19 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     assert main(argv + (["--out", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, content, argv, message", [
+    ("bad.safetensors", b"garbage", ["export", "{f}", "--format", "onnx", "--out", "{o}"], "cannot read weights from"),
+    ("notes.pt", b"some text", ["export", "{f}", "--format", "onnx", "--out", "{o}"],
+     "notes.pt is corrupt or truncated, or not a file torch.save wrote"),
+    ("notes.pt", b"some text", ["predict", "{f}", "x.png"], "notes.pt is corrupt or truncated"),
+    ("model.safetensors", b"garbage", ["predict", "{f}", "x.png"], "holds weights only"),
+])
+def test_unreadable_files_are_one_line_exit_2(name, content, argv, message, capsys, tmp_path):
+    f = tmp_path / name
+    f.write_bytes(content)
+    assert main([a.format(f=f, o=tmp_path / "out.onnx") for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert f.read_bytes() == content and not (tmp_path / "out.onnx").exists()

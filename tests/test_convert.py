@@ -38,7 +38,7 @@ def test_mismatches_are_one_clear_line(tmp_path):
     with pytest.raises(reslab.ReslabError, match="missing keys"):
         load_weights(reslab.create_model("resnet34"), sd)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(reslab.ReslabError, match="cannot read weights"):
+    with pytest.raises(reslab.ReslabError, match="bad.pth is corrupt or truncated, or not a file torch.save wrote"):
         load_weights(reslab.create_model("resnet18"), tmp_path / "bad.pth")
     with pytest.raises(reslab.ReslabError, match="no weights file"):
         load_weights(reslab.create_model("resnet18"), tmp_path / "absent.pth")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import ReslabError
+from .errors import ReslabError, torch_load
 
 # --- BN folding -------------------------------------------------------------
 
@@ -293,18 +293,13 @@ def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[
     import json
 
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from .models.convert import read_safetensors
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        state, meta = read_safetensors(path)
         size = json.loads(meta["image_size"]) if "image_size" in meta else None
         args = json.loads(meta["model_args"]) if "model_args" in meta else {}
-        return load_file(str(path)), meta.get("model_name"), args, tuple(size) if size else None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ReslabError(f"cannot read {path} as a torch checkpoint: {e}") from None
+        return state, meta.get("model_name"), args, tuple(size) if size else None
+    obj = torch_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
     if "model_name" in obj and "model" in obj:

@@ -47,6 +47,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    elif path.suffix == ".safetensors":
+        raise ReslabError(f"{path} holds weights only (no class names or input normalization); give the run's "
+                          "checkpoint (best.pt or last.pt) or its run directory")
     payload = load_checkpoint(path)
     model = build_model(payload["model_name"], payload["model_args"], tuple(payload["image_size"]))
     model.load_state_dict(eval_weights(payload))

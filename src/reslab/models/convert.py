@@ -12,10 +12,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from ..errors import ReslabError
+from ..errors import ReslabError, torch_load
 
 # timm ResNetV2 key -> reslab key, applied in order.
 _TIMM_V2 = [
@@ -101,17 +100,25 @@ def load_weights(model: nn.Module, weights: Mapping[str, Tensor] | str | Path,
     return model
 
 
+def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and the metadata of a .safetensors file; a bad file is one ReslabError line."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except Exception as e:  # corrupt, truncated or not safetensors at all
+        raise ReslabError(f"cannot read weights from {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
 def _read(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ReslabError(f"no weights file at {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated or not a weights file at all
-        raise ReslabError(f"cannot read weights from {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)[0]
+    obj = torch_load(path, "weights file")
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):

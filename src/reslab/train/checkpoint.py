@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ReslabError
+from ..errors import ReslabError, torch_load
 
 FORMAT = "reslab-checkpoint-1"
 DIGEST_KEY = "sha256"
@@ -128,9 +128,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = resolve_checkpoint(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle, disallowed globals
-        raise ReslabError(f"checkpoint {path} is corrupt or truncated ({_first_line(e)}){_prev_hint(path)}") from None
+        payload = torch_load(path, "checkpoint", map_location)
+    except ReslabError as e:
+        raise ReslabError(f"{e}{_prev_hint(path)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ReslabError(f"{path} is not a reslab checkpoint (no '{FORMAT}' marker)")
     if payload.get(DIGEST_KEY) != payload_digest(payload):
@@ -155,10 +155,6 @@ def _prev_path(path: Path) -> Path:
 def _prev_hint(path: Path) -> str:
     prev = _prev_path(path)
     return f"; the previous checkpoint is {prev}" if prev.exists() else ""
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 
 # --- RNG states ----------------------------------------------------------------
