@@ -39,6 +39,8 @@ def test_every_preset_builds():
     ({"warmup_lr": 0.01}, "warmup_lr"), ({"nesterov": True, "momentum": 0.0}, "nesterov"),
     ({"sam_rho": 0.0}, "sam_rho"), ({"distill_alpha": 1.5}, "distill_alpha"),
     ({"distill_temperature": 0}, "distill_temperature"),
+    ({"model_args": "{bad"}, "model_args must be a JSON object"), ({"milestones": 0.5}, "milestones must be a list"),
+    ({"betas": ["a", "b"]}, "betas must be two numbers"),
 ])
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ReslabError, match=field):

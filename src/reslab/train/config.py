@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -84,9 +85,11 @@ class TrainConfig:
     test: bool = True  # evaluate the best checkpoint on the test split once, at the end
 
     def __post_init__(self) -> None:
-        self.milestones = tuple(float(m) for m in self.milestones)
-        self.betas = tuple(float(b) for b in self.betas)
-        self.model_args = dict(self.model_args)
+        self.milestones = _convert("milestones", self.milestones, lambda v: tuple(float(m) for m in v),
+                                   "a list of numbers, e.g. [0.5,0.75]")
+        self.betas = _convert("betas", self.betas, lambda v: tuple(float(b) for b in v), "two numbers, e.g. [0.9,0.999]")
+        self.model_args = _convert("model_args", self.model_args, lambda v: dict(v.items()),
+                                   'a JSON object, e.g. {"num_classes":100}')
         # --set amp=none parses to None and compile=true to True: accept both spellings
         self.amp = "none" if self.amp is None else self.amp
         if isinstance(self.compile, bool):
@@ -177,6 +180,13 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _convert(name: str, value: Any, fn: Callable[[Any], Any], expected: str) -> Any:
+    try:
+        return fn(value)
+    except (TypeError, ValueError, AttributeError):
+        raise ReslabError(f"{name} must be {expected}; got {value!r}") from None
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
