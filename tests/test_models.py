@@ -319,7 +319,7 @@ def test_drop_path_linear_and_eval_deterministic():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x))
-    with pytest.raises(ValueError, match="drop_path_rate"):
+    with pytest.raises(reslab.ReslabError, match="bad argument for model 'resnet20': drop_path_rate"):
         reslab.create_model("resnet20", drop_path_rate=1.5)
 
 
@@ -381,6 +381,8 @@ def test_bad_arguments():
         ResNet("basic", groups=32)
     with pytest.raises(reslab.ReslabError, match="bad argument"):
         reslab.create_model("resnet18", widht=3)
+    with pytest.raises(reslab.ReslabError, match="bad argument for model 'resnet20': shortcut must be one of"):
+        reslab.create_model("resnet20", shortcut="D")
 
 
 # --- summary ---------------------------------------------------------------------

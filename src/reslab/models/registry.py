@@ -88,7 +88,7 @@ def create_model(name: str, **overrides) -> nn.Module:
     entry = _entry(name)
     try:
         return entry.builder(**overrides)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown keyword, or a value the constructor refuses
         raise ReslabError(f"bad argument for model {name!r}: {e}") from None
 
 
