@@ -58,6 +58,17 @@ def test_overrides_parse_json_and_reject_unknown_fields():
         TrainConfig().with_overrides(["lr"])
 
 
+def test_giving_one_run_length_clears_the_other():
+    # The defaults and paper-cifar set iters=64000, which would otherwise win over a given epochs
+    cfg = TrainConfig().with_overrides(["epochs=6"])
+    assert (cfg.epochs, cfg.iters) == (6, None)
+    assert preset("paper-cifar", epochs=3).iters is None
+    assert preset("fast-cifar").with_overrides(["iters=100"]).epochs is None
+    assert TrainConfig().replace(iters=500).iters == 500
+    both = TrainConfig().with_overrides(["epochs=2", "iters=50"])
+    assert (both.epochs, both.iters) == (2, 50)  # both given: iters wins, as documented
+
+
 def test_config_round_trips_through_dict():
     cfg = preset("fast-cifar", model="resnet32")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg

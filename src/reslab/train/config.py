@@ -31,6 +31,7 @@ class TrainConfig:
     """One training run. Steps are optimizer iterations; lr is per batch of `batch_size`.
 
     Exactly one of `epochs` and `iters` sets the length; `iters` wins when both are set.
+    `replace`, `with_overrides` (--set) and `preset` clear one when the other is given.
     """
 
     model: str = "resnet20"
@@ -152,7 +153,7 @@ class TrainConfig:
         return cls(**d)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        return TrainConfig.from_dict({**self.to_dict(), **_set_length(changes)})
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Applies `key=value` strings (the CLI's --set); values parse as JSON, else as strings.
@@ -180,6 +181,14 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _set_length(changes: dict[str, Any]) -> dict[str, Any]:
+    """Setting one of epochs and iters clears the other, as --epochs and --iters do."""
+    for given, other in (("epochs", "iters"), ("iters", "epochs")):
+        if changes.get(given) is not None and other not in changes:
+            return {**changes, other: None}
+    return changes
 
 
 def _convert(name: str, value: Any, fn: Callable[[Any], Any], expected: str) -> Any:
@@ -265,7 +274,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     """
     if name not in PRESETS:
         raise ReslabError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    values = {**PRESETS[name], **overrides}
+    values = {**PRESETS[name], **_set_length(overrides)}
     if name == "paper-cifar" and values.get("model", "resnet20") in PAPER_WARMUP_MODELS:
         values.setdefault("warmup_lr", 0.01)
         values.setdefault("warmup_until_error", 0.8)
