@@ -7,6 +7,11 @@ takes well under a minute on 2 CPU cores.
 import copy
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -104,6 +109,38 @@ def test_resume_is_bit_exact(tmp_path, digits_data, changes, request):
     assert all(torch.equal(x, y) for x, y in zip(mom_a, mom_b, strict=True))
     # and the training actually moved the weights (the comparison is not vacuous)
     assert not torch.equal(a["model"]["fc.weight"], mid["model"]["fc.weight"])
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """kill -9 mid-run (no handler runs, maybe mid-write), then resume == the uninterrupted run, to the bit."""
+    cfg = tiny(iters=300, ckpt_every=5, ema_decay=0.999, batch_size=48, val_size=600)
+    out = tmp_path / "killed"
+    script = ("import json, sys; from reslab.train import TrainConfig, train; "
+              "train(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script, cfg.to_json(), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "last.pt").exists() and (out / "metrics.jsonl").exists()
+                   and len((out / "metrics.jsonl").read_text().splitlines()) >= 40):
+            assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the run wrote no checkpoint in 300 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_at = load_checkpoint(out / "last.pt")["state"]["step"]  # whole, and its digest checks
+    assert 5 <= killed_at < 300 and killed_at % 5 == 0
+
+    train(cfg, out, resume=True, progress=False)  # val_size differs from digits_data's: load the run's own split
+    train(cfg, tmp_path / "full", progress=False)
+    a, b = load_checkpoint(out / "last.pt"), load_checkpoint(tmp_path / "full" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == 300
+    sa, sb = _all_state(a), _all_state(b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    steps = [r["step"] for r in _steps(out) if r["kind"] == "step"]
+    assert steps[-1] == 300
 
 
 def test_ema_warms_up_and_averages_bn_statistics():

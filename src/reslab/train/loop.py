@@ -492,7 +492,9 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     with the config saved there (`cfg` may then be None).
 
     on_step(step) runs after each optimizer step; raising KeyboardInterrupt in
-    it behaves like Ctrl-C (checkpoint, then TrainingInterrupted).
+    it behaves like Ctrl-C (checkpoint, then TrainingInterrupted). data: what
+    `load_data(cfg)` returns, to reuse across runs of the same data, val_size
+    and seed (it is not checked against cfg).
     """
     out = Path(out)
     dist = dist_from_env()
