@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from reslab.errors import ReslabError
 from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
 from reslab.train.loop import load_data
 
@@ -141,6 +142,44 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     steps = [r["step"] for r in _steps(out) if r["kind"] == "step"]
     assert steps[-1] == 300
+
+
+def test_init_starts_from_a_trained_run(tmp_path, digits_data, digits_teacher):
+    """init=RUN_DIR: the run starts at the teacher's weights (lr ~0 for one step leaves them there)."""
+    from safetensors.torch import load_file
+
+    teacher = load_file(f"{digits_teacher}/model.safetensors")  # the run's chosen weights
+    run = train(tiny(iters=1, lr=1e-12, warmup_iters=0, init=digits_teacher, test=False), tmp_path / "ft",
+                progress=False, data=digits_data)
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]
+    for k, v in teacher.items():
+        if v.is_floating_point() and "running" not in k:  # one training step moves BN's running stats
+            torch.testing.assert_close(state[k], v, rtol=0, atol=1e-6, msg=k)
+    assert run.steps == 1
+    events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
+    assert events == [f"init from {digits_teacher}/model.safetensors: {len(teacher)} tensors"]
+
+
+def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
+    import reslab
+
+    source = reslab.create_model("resnet20", num_classes=7, in_chans=1)
+    torch.save(source.state_dict(), tmp_path / "seven.pth")
+    cfg = tiny(iters=1, lr=1e-12, warmup_iters=0, init=str(tmp_path / "seven.pth"), test=False)
+    train(cfg, tmp_path / "ft", progress=False, data=digits_data)
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]
+    torch.testing.assert_close(state["conv1.weight"], source.conv1.weight.detach(), rtol=0, atol=1e-6)
+    assert state["fc.weight"].shape == (10, 64) and state["fc.weight"].abs().sum() > 0
+    events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
+    assert events[0].endswith("new classifier (7 -> 10 classes)")
+
+    torch.save(reslab.create_model("resnet32", in_chans=1).state_dict(), tmp_path / "r32.pth")
+    with pytest.raises(ReslabError, match=r"init .*r32.pth: weights do not fit this model: .*unexpected keys"):
+        train(cfg.replace(init=str(tmp_path / "r32.pth")), tmp_path / "bad", progress=False, data=digits_data)
+    assert not (tmp_path / "bad" / "last.pt").exists()
+    torch.save(reslab.create_model("resnet20", in_chans=3).state_dict(), tmp_path / "rgb.pth")
+    with pytest.raises(ReslabError, match="these weights take 3-channel images, the data has 1 channels"):
+        train(cfg.replace(init=str(tmp_path / "rgb.pth")), tmp_path / "bad", progress=False, data=digits_data)
 
 
 def test_ema_warms_up_and_averages_bn_statistics():

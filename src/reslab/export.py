@@ -315,6 +315,25 @@ def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[
     return obj, None, {}, None
 
 
+def read_weights(source: str | Path) -> tuple[Path, dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
+    """(file, state_dict with reslab's key names, model name, model args, image size) of a weights source.
+
+    source: a .safetensors file, a state_dict file (torchvision, timm or reslab), a reslab
+    training checkpoint (its EMA weights if it kept them) or a run directory (its
+    model.safetensors, else last.pt). Name, args and size are None / {} where the file
+    records nothing.
+    """
+    from .models.convert import convert_state_dict
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "last.pt"
+    if not path.is_file():
+        raise ReslabError(f"no such checkpoint file: {path}")
+    state, name, args, size = _read_state(path)
+    return path, convert_state_dict(state), name, args, size
+
+
 @dataclass(frozen=True)
 class Loaded:
     """A model built from a file or a name, and what the file said about it."""
@@ -334,19 +353,13 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
     the stored `fc.weight` and `conv1.weight`.
     """
     from .models import create_model
-    from .models.convert import convert_state_dict, load_weights
+    from .models.convert import load_weights
 
     if source is None:
         if name is None:
             raise ReslabError("give a checkpoint file or --model NAME")
         return Loaded(create_model(name).eval(), name, None)
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "last.pt"
-    if not path.is_file():
-        raise ReslabError(f"no such checkpoint file: {path}")
-    state, stored_name, args, size = _read_state(path)
-    state = convert_state_dict(state)
+    path, state, stored_name, args, size = read_weights(source)
     name = name or stored_name
     if name is None:
         raise ReslabError(f"{path} does not record its model; pass --model NAME")

@@ -38,6 +38,9 @@ class TrainConfig:
     data: str = "cifar10"
     data_dir: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    # weights to start from (fine-tuning): a weights file (.safetensors or torch; torchvision,
+    # timm or reslab) or a reslab run directory or checkpoint; a classifier of another size starts fresh
+    init: str | None = None
     # length and batch
     epochs: int | None = None
     iters: int | None = 64000

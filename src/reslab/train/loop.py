@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ReslabError
-from ..models import compiled_batchnorm, model_info
+from ..models import compiled_batchnorm, load_weights, model_info
 from ..runtime import tune_allocator
 from .checkpoint import (
     export_safetensors,
@@ -536,7 +536,9 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
         tune_allocator()  # every step frees and reallocates its activations: keep them in the process
     torch.manual_seed(cfg.seed)
     data = data or load_data(cfg, with_test=cfg.test)
-    model = build_model(cfg.model, model_args_for(cfg, data), data.image_size).to(device)
+    model = build_model(cfg.model, model_args_for(cfg, data), data.image_size)
+    init_note = init_weights(model, cfg.init) if cfg.init and payload is None else None
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -560,7 +562,37 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
         (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
         if payload is not None:
             log.write("event", step=run.state.step, message="resumed")
+        if init_note:
+            log.write("event", step=0, message=init_note)
     return run, log
+
+
+def init_weights(model: nn.Module, source: str) -> str:
+    """Loads the weights of `source` (see TrainConfig.init) into a fresh model; returns what it did.
+
+    A classifier of another size (other classes) keeps its fresh initialization; every other
+    tensor must fit, so weights of another architecture are refused with one line.
+    """
+    from ..export import read_weights
+
+    try:
+        path, state, _, _, _ = read_weights(source)
+    except ReslabError as e:
+        raise ReslabError(f"init: {e}") from None
+    own = model.state_dict()
+    if "conv1.weight" in state and state["conv1.weight"].shape[1] != own["conv1.weight"].shape[1]:
+        raise ReslabError(f"init {path}: these weights take {state['conv1.weight'].shape[1]}-channel images, "
+                          f"the data has {own['conv1.weight'].shape[1]} channels")
+    new_head = [k for k in ("fc.weight", "fc.bias") if k in state and k in own and state[k].shape != own[k].shape]
+    note = f"init from {path}: {len(state)} tensors"
+    if new_head:
+        note += f", new classifier ({state['fc.weight'].shape[0]} -> {own['fc.weight'].shape[0]} classes)"
+        state = {**state, **{k: own[k] for k in new_head}}
+    try:
+        load_weights(model, state)
+    except ReslabError as e:
+        raise ReslabError(f"init {path}: {e}") from None
+    return note
 
 
 def load_teacher(cfg: TrainConfig, data: Data, device: torch.device, compiled: bool) -> nn.Module:
