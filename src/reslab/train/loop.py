@@ -580,14 +580,17 @@ def init_weights(model: nn.Module, source: str) -> str:
     except ReslabError as e:
         raise ReslabError(f"init: {e}") from None
     own = model.state_dict()
-    if "conv1.weight" in state and state["conv1.weight"].shape[1] != own["conv1.weight"].shape[1]:
+
+    def differs(key: str) -> bool:
+        return key in state and key in own and state[key].shape != own[key].shape
+
+    if differs("conv1.weight") and state["conv1.weight"].shape[1] != own["conv1.weight"].shape[1]:
         raise ReslabError(f"init {path}: these weights take {state['conv1.weight'].shape[1]}-channel images, "
                           f"the data has {own['conv1.weight'].shape[1]} channels")
-    new_head = [k for k in ("fc.weight", "fc.bias") if k in state and k in own and state[k].shape != own[k].shape]
     note = f"init from {path}: {len(state)} tensors"
-    if new_head:
+    if differs("fc.weight"):
         note += f", new classifier ({state['fc.weight'].shape[0]} -> {own['fc.weight'].shape[0]} classes)"
-        state = {**state, **{k: own[k] for k in new_head}}
+        state = {**state, **{k: own[k] for k in ("fc.weight", "fc.bias") if k in own}}
     try:
         load_weights(model, state)
     except ReslabError as e:
