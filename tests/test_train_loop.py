@@ -182,6 +182,31 @@ def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
         train(cfg.replace(init=str(tmp_path / "rgb.pth")), tmp_path / "bad", progress=False, data=digits_data)
 
 
+def test_init_from_torchvision_weights_on_an_image_folder(tmp_path, monkeypatch):
+    """The fine-tuning case: torchvision ImageNet-style weights, 1000 classes, onto a 2-class folder."""
+    import numpy as np
+    import torchvision
+    from PIL import Image
+
+    monkeypatch.setenv("RESLAB_DATA", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    cfg = tiny(model="resnet18", data=f"imagefolder:{tmp_path / 'imgs'}", val_size=0, test=False, batch_size=8,
+               iters=1, lr=1e-12, warmup_iters=0, init=str(tmp_path / "resnet18.pth"))
+    train(cfg, tmp_path / "ft", progress=False)
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]
+    for k in ("conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight", "layer3.0.downsample.0.weight"):
+        torch.testing.assert_close(state[k], tv.state_dict()[k], rtol=0, atol=1e-6, msg=k)
+    assert state["fc.weight"].shape == (2, 512)
+    events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
+    assert events[0].endswith("new classifier (1000 -> 2 classes)")
+
+
 def test_ema_warms_up_and_averages_bn_statistics():
     from reslab.models import create_model
     from reslab.train.loop import EMA

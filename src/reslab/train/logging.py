@@ -129,7 +129,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
         for key, ax in (("train_err", ax_err), ("train_loss", ax_loss)):
             if c[key]:
                 xs, ys = zip(*c[key], strict=True)
-                ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8)
+                ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8,
+                        label=None if c["val_err"] else label)  # a run without validation: name its train curve
         for key, ax in (("val_err", ax_err), ("val_loss", ax_loss)):
             if c[key]:
                 xs, ys = zip(*c[key], strict=True)
@@ -138,7 +139,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     ax_loss.set(xlabel="iterations", ylabel="loss", title="loss", yscale="log")
     for ax in (ax_err, ax_loss):
         ax.grid(alpha=0.3)
-    ax_err.legend(fontsize=8)
+    if ax_err.get_legend_handles_labels()[0]:
+        ax_err.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
