@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import ReslabError
@@ -390,9 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """reslab's own warnings (skipped images, a missing test split) as one line; others as Python shows them."""
+    from .data import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"reslab: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_allocator()
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except ReslabError as e:
@@ -404,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = _python_show_warning
     return 0
 
 

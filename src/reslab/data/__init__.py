@@ -12,6 +12,7 @@ from .datasets import (
     STATS,
     Dataset,
     DataWarning,
+    MissingSplitError,
     channel_stats,
     decode_image,
     load,
@@ -23,7 +24,8 @@ from .loader import Loader
 from .streaming import StreamingImageFolder, StreamingLoader
 
 __all__ = [
-    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "Remote", "StreamingImageFolder",
+    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "MissingSplitError", "Remote",
+    "StreamingImageFolder",
     "StreamingLoader", "channel_stats",
     "data_dir", "decode_image", "download_file", "load", "scan_folder", "split",
 ]

@@ -59,6 +59,10 @@ class DataWarning(UserWarning):
     """Something in a data source was skipped (unreadable images, stray files)."""
 
 
+class MissingSplitError(ReslabError):
+    """The data has no such split: an image folder without a test/ (or val/) sub-folder."""
+
+
 @dataclass
 class Dataset:
     """A labelled image set held as tensors.
@@ -546,8 +550,8 @@ def _load_imagefolder(path: str, split: str, root, image_size: int | None) -> Da
     elif split == "train":
         folder = base
     else:
-        raise ReslabError(f"image folder {base} has no {split}/ sub-folder; load it with "
-                          "split='train' and make a held-out part with reslab.data.split()")
+        raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ and "
+                                f"{split}/ sub-folders, or use split 'train' (reslab eval --split train)")
     arrays, meta = _load_folder(folder, root, image_size)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     if folder != base and split != "train" and (base / "train").is_dir():

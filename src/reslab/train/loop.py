@@ -23,6 +23,7 @@ import platform
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -184,14 +185,20 @@ class Data:
 
 def load_data(cfg: TrainConfig, with_test: bool = True) -> Data:
     """Train/val/test Datasets of `cfg.data`; val is held out of train (stratified, seeded)."""
-    from ..data import load, split
+    from ..data import DataWarning, MissingSplitError, load, split
 
     full = load(cfg.data, split="train", root=cfg.data_dir)
     train, val = full, None
     if cfg.val_size:
         size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
         train, val = split(full, val_size=size, seed=cfg.seed)
-    test = load(cfg.data, split="test", root=cfg.data_dir) if with_test else None
+    test = None
+    if with_test:
+        try:
+            test = load(cfg.data, split="test", root=cfg.data_dir)
+        except MissingSplitError:  # e.g. one folder of class folders: train and validate on it
+            warnings.warn(f"{cfg.data} has no test split (no test/ sub-folder): this run ends without a test "
+                          "evaluation; the validation split still picks the model", DataWarning, stacklevel=2)
     c, h, w = full.images.shape[1:]
     if cfg.resize:
         h = w = cfg.resize
