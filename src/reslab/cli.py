@@ -391,23 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """reslab's own warnings (skipped images, a missing test split) as one line; others as Python shows them."""
-    from .data import DataWarning
-
-    if issubclass(category, DataWarning):
-        print(f"reslab: warning: {message}", file=file or sys.stderr)
-    else:
-        _python_show_warning(message, category, filename, lineno, file, line)
-
-
-_python_show_warning = warnings.showwarning
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_allocator()
-    warnings.showwarning = _show_warning
+    from .data import DataWarning
+
+    python_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        """reslab's own warnings (skipped images, a missing test split) as one line; others as Python shows them."""
+        if issubclass(category, DataWarning):
+            print(f"reslab: warning: {message}", file=file or sys.stderr)
+        else:
+            python_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         args.func(args)
     except ReslabError as e:
@@ -420,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print("reslab: interrupted", file=sys.stderr)
         return 130
     finally:
-        warnings.showwarning = _python_show_warning
+        warnings.showwarning = python_show
     return 0
 
 
