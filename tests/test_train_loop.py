@@ -173,6 +173,16 @@ def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
     events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
     assert events[0].endswith("new classifier (7 -> 10 classes)")
 
+    # resume takes the weights from the checkpoint: the init file may be gone by then
+    def stop_at_1(step):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg.replace(iters=2), tmp_path / "ft2", progress=False, data=digits_data, on_step=stop_at_1)
+    (tmp_path / "seven.pth").unlink()
+    assert train(None, tmp_path / "ft2", resume=True, progress=False, data=digits_data).steps == 2
+
     torch.save(reslab.create_model("resnet32", in_chans=1).state_dict(), tmp_path / "r32.pth")
     with pytest.raises(ReslabError, match=r"init .*r32.pth: weights do not fit this model: .*unexpected keys"):
         train(cfg.replace(init=str(tmp_path / "r32.pth")), tmp_path / "bad", progress=False, data=digits_data)
