@@ -25,7 +25,6 @@ from .streaming import StreamingImageFolder, StreamingLoader
 
 __all__ = [
     "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "MissingSplitError", "Remote",
-    "StreamingImageFolder",
-    "StreamingLoader", "channel_stats",
+    "StreamingImageFolder", "StreamingLoader", "channel_stats",
     "data_dir", "decode_image", "download_file", "load", "scan_folder", "split",
 ]

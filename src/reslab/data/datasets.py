@@ -550,8 +550,9 @@ def _load_imagefolder(path: str, split: str, root, image_size: int | None) -> Da
     elif split == "train":
         folder = base
     else:
-        raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ and "
-                                f"{split}/ sub-folders, or evaluate a run on its validation split (reslab eval --split val)")
+        raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ "
+                                f"and {split}/ sub-folders, or evaluate a run on its validation split "
+                                "(reslab eval --split val)")
     arrays, meta = _load_folder(folder, root, image_size)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     if folder != base and split != "train" and (base / "train").is_dir():
