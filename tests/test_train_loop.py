@@ -217,6 +217,22 @@ def test_init_from_torchvision_weights_on_an_image_folder(tmp_path, monkeypatch)
     assert events[0].endswith("new classifier (1000 -> 2 classes)")
 
 
+def test_a_metrics_line_cut_short_is_skipped_and_the_log_goes_on(tmp_path):
+    from reslab.train import plot_runs, read_metrics
+    from reslab.train.logging import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write("step", step=1, epoch=0, loss=2.0, acc=0.1, lr=0.1)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "step", "step": 2, "lo')  # the process died inside this line
+    MetricsLog(tmp_path / "metrics.jsonl").write("event", step=1, message="resumed")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable line\(s\) \(2\)"):
+        records = read_metrics(tmp_path)
+    assert [(r["kind"], r["step"]) for r in records] == [("step", 1), ("event", 1)]
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert plot_runs([tmp_path], tmp_path / "curves.png").stat().st_size > 1000
+
+
 def test_ema_warms_up_and_averages_bn_statistics():
     from reslab.models import create_model
     from reslab.train.loop import EMA

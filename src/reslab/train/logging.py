@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,21 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self._checked_end = False
 
     def write(self, kind: str, **values: Any) -> None:
         if not self.enabled:
             return
+        line = json.dumps({"kind": kind, **values, "time": round(time.time(), 3)}) + "\n"
+        if not self._checked_end:  # a run killed mid-line (power loss) left a partial line: start a new one
+            self._checked_end = True
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, 2)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
         with open(self.path, "a") as f:
-            f.write(json.dumps({"kind": kind, **values, "time": round(time.time(), 3)}) + "\n")
+            f.write(line)
             f.flush()
 
 
@@ -40,7 +50,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         from ..errors import ReslabError
 
         raise ReslabError(f"no metrics.jsonl in {run_dir}: not a reslab run directory")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, bad = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short when the run was killed
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} unreadable line(s) ({', '.join(map(str, bad[:5]))})",
+                      stacklevel=2)
     return records
 
 
