@@ -57,6 +57,30 @@ def test_resume_continues_a_finished_run_without_training(run_dir, capsys):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 30
 
 
+def test_runs_table_of_finished_and_stopped_runs(run_dir, tmp_path, capsys):
+    import shutil
+
+    stopped = tmp_path / "runs" / "stopped"
+    shutil.copytree(run_dir, stopped)
+    (stopped / "summary.json").unlink()  # what an interrupted run lacks
+    shutil.copytree(run_dir, tmp_path / "runs" / "done")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path / "runs"), "--json", "--sort", "status"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run"], r["status"], r["steps"], r["total_steps"]) for r in rows] == [
+        (str(tmp_path / "runs" / "done"), "done", 30, 30), (str(stopped), "stopped", 30, 30)]
+    assert rows[0]["test_acc"] == summary["test"]["top1"] and rows[1]["test_acc"] is None
+    assert rows[0]["best_val_acc"] == rows[1]["best_val_acc"] == summary["best_val_acc"]
+    assert main(["runs", str(stopped), str(run_dir)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:6] == ["run", "model", "data", "seed", "status", "steps"] and len(table) == 4
+    assert f"{100 * summary['test']['top1']:.2f}" in table[3] and " stopped " in table[2]
+    (stopped / "config.json").write_text("{not json")
+    assert main(["runs", str(stopped)]) == 2
+    assert capsys.readouterr().err.startswith(f"reslab: error: cannot read run {stopped}")
+
+
 def test_plot_overlays_runs(run_dir, tmp_path):
     out = tmp_path / "both.png"
     assert main(["plot", str(run_dir), str(run_dir), "--labels", "a", "b", "--out", str(out)]) == 0

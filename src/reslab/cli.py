@@ -223,6 +223,28 @@ def _run_plot(args: argparse.Namespace) -> None:
     print(plot_runs(args.runs, args.out, args.labels, args.title))
 
 
+def _add_runs(sub) -> None:
+    from .train.logging import RUN_COLUMNS
+
+    p = sub.add_parser("runs", help="a table of runs: status, steps, best validation and test accuracy, speed",
+                       formatter_class=_formatter)
+    p.add_argument("paths", nargs="+", help="run directories, or directories holding runs")
+    p.add_argument("--sort", choices=RUN_COLUMNS, default=None, help="column to sort by (accuracies: best first)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=_run_runs)
+
+
+def _run_runs(args: argparse.Namespace) -> None:
+    from .train import find_runs, format_runs, run_summary
+
+    rows = [run_summary(r) for r in find_runs(args.paths)]
+    if key := args.sort:  # runs without the value go last
+        best_first = key in ("best_val_acc", "test_acc", "img_s")
+        rows = (sorted((r for r in rows if r[key] is not None), key=lambda r: r[key], reverse=best_first)
+                + [r for r in rows if r[key] is None])
+    print(json.dumps(rows, indent=2) if args.json else format_runs(rows))
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="plain vs residual nets on the embedded digits (offline, ~3 min)",
                        formatter_class=_formatter)
@@ -376,7 +398,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_demo, _add_experiment, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_runs, _add_demo, _add_experiment, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

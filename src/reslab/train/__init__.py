@@ -6,7 +6,7 @@
 
 from .checkpoint import export_safetensors, load_checkpoint, save_checkpoint
 from .config import PRESETS, TrainConfig, preset
-from .logging import plot_confusion, plot_runs, read_metrics
+from .logging import find_runs, format_runs, plot_confusion, plot_runs, read_metrics, run_summary
 from .loop import (
     EvalResult,
     NonFiniteLoss,
@@ -20,6 +20,7 @@ from .schedule import lr_at, lr_curve
 
 __all__ = [
     "EvalResult", "NonFiniteLoss", "PRESETS", "RunState", "TrainConfig", "TrainResult",
-    "TrainingInterrupted", "evaluate", "export_safetensors", "load_checkpoint", "lr_at", "lr_curve",
-    "plot_confusion", "plot_runs", "preset", "read_metrics", "save_checkpoint", "train",
+    "TrainingInterrupted", "evaluate", "export_safetensors", "find_runs", "format_runs", "load_checkpoint",
+    "lr_at", "lr_curve", "plot_confusion", "plot_runs", "preset", "read_metrics", "run_summary",
+    "save_checkpoint", "train",
 ]

@@ -207,3 +207,79 @@ def plot_confusion(matrix: Any, classes: Sequence[str], out: str | Path, title: 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+# --- many runs at a glance ----------------------------------------------------------
+RUN_COLUMNS = ("run", "model", "data", "seed", "status", "steps", "best_val_acc", "test_acc", "img_s", "minutes")
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories (holding config.json): each path itself, or the runs directly inside it."""
+    from ..errors import ReslabError
+
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").is_file():
+            runs.append(p)
+            continue
+        inside = sorted(d for d in p.iterdir() if (d / "config.json").is_file()) if p.is_dir() else []
+        if not inside:
+            raise ReslabError(f"no reslab runs in {p} (a run directory holds config.json)")
+        runs += inside
+    return runs
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """One run's outcome from its files: finished runs from summary.json, others from metrics.jsonl.
+
+    status is "done", or "stopped" for a run that was interrupted or is still going (resume it
+    with `reslab train --resume DIR`). Accuracies are fractions; None where the run has none.
+    """
+    from ..errors import ReslabError
+
+    run_dir = Path(run_dir)
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReslabError(f"cannot read run {run_dir}: {e}") from None
+    env = cfg.get("env", {})
+    total = cfg.get("iters") or (cfg.get("epochs") or 0) * env.get("steps_per_epoch", 0) or None
+    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    epochs = {r["step"]: r for r in records if r["kind"] == "epoch"}.values()  # a resumed epoch counts once
+    steps = max((r["step"] for r in records if "step" in r), default=0)
+    vals = [r["val_acc"] for r in epochs if r.get("val_acc") is not None]
+    done = bool(summary)
+    seconds = summary.get("train_seconds", sum(r.get("seconds", 0.0) for r in epochs))
+    rates = [r["img_s"] for r in epochs if r.get("img_s")]
+    return {
+        "run": str(run_dir), "model": cfg.get("model"), "data": cfg.get("data"), "seed": cfg.get("seed"),
+        "status": "done" if done else "stopped", "steps": summary.get("steps", steps), "total_steps": total,
+        "best_val_acc": max(vals, default=None),
+        "test_acc": (summary.get("test") or {}).get("top1"),
+        "img_s": summary.get("train_img_s", sum(rates) / len(rates) if rates else None),
+        "minutes": round(seconds / 60, 1) if seconds else None,
+    }
+
+
+def format_runs(rows: Sequence[dict[str, Any]]) -> str:
+    """An aligned text table of run_summary() rows, accuracies in %."""
+    def cell(row: dict[str, Any], key: str) -> str:
+        v = row[key]
+        if key == "steps":
+            return f"{v}/{row['total_steps']}" if row["total_steps"] else str(v)
+        if v is None:
+            return "-"
+        if key.endswith("_acc"):
+            return f"{100 * v:.2f}"
+        if key == "img_s":
+            return f"{v:.0f}"
+        return str(v)
+
+    table = [list(RUN_COLUMNS)] + [[cell(r, k) for k in RUN_COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(RUN_COLUMNS))]
+    numeric = {"seed", "steps", "best_val_acc", "test_acc", "img_s", "minutes"}
+    lines = ["  ".join(c.rjust(w) if k in numeric else c.ljust(w) for c, w, k in zip(line, widths, RUN_COLUMNS,
+                                                                                       strict=True)).rstrip()
+             for line in table]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
