@@ -116,22 +116,15 @@ def test_unreadable_files_are_one_line_exit_2(name, content, argv, message, caps
     assert f.read_bytes() == content and not (tmp_path / "out.onnx").exists()
 
 
-def test_a_folder_without_test_split_trains_and_says_so_in_one_line(tmp_path, capsys, monkeypatch):
-    import numpy as np
-
-    monkeypatch.setenv("RESLAB_DATA", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "imgs" / cls).mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    argv = ["train", "--model", "resnet20", "--data", f"imagefolder:{tmp_path / 'imgs'}", "--iters", "2", "--quiet",
+def test_a_folder_without_test_split_trains_and_says_so_in_one_line(tmp_path, capsys, noise_folder):
+    imgs = noise_folder(per_class=12, side=16)
+    argv = ["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "2", "--quiet",
             "--set", "batch_size=8", "--set", "val_size=6", "--set", "threads=1", "--set", "compile=off",
             "--set", "device=cpu", "--out", str(tmp_path / "run")]
     capsys.readouterr()
     assert main(argv) == 0
     warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
-    assert warned == [f"reslab: warning: imagefolder:{tmp_path / 'imgs'} has no test split (no test/ sub-folder): "
+    assert warned == [f"reslab: warning: imagefolder:{imgs} has no test split (no test/ sub-folder): "
                       "this run ends without a test evaluation; the validation split still picks the model"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test"] is None and summary["steps"] == 2

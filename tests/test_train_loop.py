@@ -192,21 +192,14 @@ def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
         train(cfg.replace(init=str(tmp_path / "rgb.pth")), tmp_path / "bad", progress=False, data=digits_data)
 
 
-def test_init_from_torchvision_weights_on_an_image_folder(tmp_path, monkeypatch):
+def test_init_from_torchvision_weights_on_an_image_folder(tmp_path, noise_folder):
     """The fine-tuning case: torchvision ImageNet-style weights, 1000 classes, onto a 2-class folder."""
-    import numpy as np
     import torchvision
-    from PIL import Image
 
-    monkeypatch.setenv("RESLAB_DATA", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (tmp_path / "imgs" / cls).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    imgs = noise_folder(classes=("cat", "dog"))
     tv = torchvision.models.resnet18()
     torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
-    cfg = tiny(model="resnet18", data=f"imagefolder:{tmp_path / 'imgs'}", val_size=0, test=False, batch_size=8,
+    cfg = tiny(model="resnet18", data=f"imagefolder:{imgs}", val_size=0, test=False, batch_size=8,
                iters=1, lr=1e-12, warmup_iters=0, init=str(tmp_path / "resnet18.pth"))
     train(cfg, tmp_path / "ft", progress=False)
     state = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]
