@@ -15,14 +15,14 @@ def test_demo_trains_four_nets_and_writes_table_and_figure(tmp_path, capsys):
         assert 0.0 <= r.train_err <= 100.0 and 0.0 <= r.test_err <= 100.0
     # one epoch of 23 steps already beats chance (90% error) for the shallow nets
     assert min(r.test_err for r in rows if r.label.endswith("-8")) < 80.0
-    assert (out / "figure6.png").stat().st_size > 10000
-    text = (out / "results.md").read_text()
+    assert (out / "degradation" / "degradation.png").stat().st_size > 10000
+    text = (out / "degradation" / "report.md").read_text()
     assert "| plain-14 |" in text and "training error" in text
     # Run again from the CLI with the same recipe: the finished nets are reused, not retrained.
-    before = (out / "plain-8" / "last.pt").stat().st_mtime_ns
+    before = (out / "runs" / "plain-8-s0" / "last.pt").stat().st_mtime_ns
     argv = ["demo", "--out", str(out), "--depths", "8", "14", "--epochs", "1", "--threads", "1", "--quiet"]
     assert main(argv + ["--resize", "8"]) == 0
-    assert (out / "plain-8" / "last.pt").stat().st_mtime_ns == before
+    assert (out / "runs" / "plain-8-s0" / "last.pt").stat().st_mtime_ns == before
     # Another recipe into the same directory is refused: results are never overwritten.
     assert main(argv + ["--resize", "8", "--epochs", "2"]) == 2
     assert "another recipe" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -248,7 +249,7 @@ def _run_runs(args: argparse.Namespace) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="plain vs residual nets on the embedded digits (offline, ~3 min)",
                        formatter_class=_formatter)
-    p.add_argument("--out", default="runs/demo", help="directory for the runs, figure6.png and results.md")
+    p.add_argument("--out", default="runs/demo", help="directory for the runs and degradation/report.md")
     p.add_argument("--depths", type=_positive_int, nargs=2, default=[20, 56], metavar=("D1", "D2"),
                    help="two CIFAR-style depths (6n+2)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per net")
@@ -270,9 +271,12 @@ def _add_experiment(sub) -> None:
     from .experiments import EXPERIMENTS
     from .train import PRESETS
 
-    p = sub.add_parser("experiment", help="the paper's experiments: degradation, shortcuts, depth",
-                       formatter_class=_formatter)
-    p.add_argument("name", choices=sorted(EXPERIMENTS), help="which experiment")
+    p = sub.add_parser("experiment", help="the paper's experiments: degradation, depth, shortcuts, preact, responses",
+                       formatter_class=_formatter,
+                       description="Train every net of an experiment (seeds 0..K-1) into OUT/runs/, then write "
+                                   "OUT/NAME/report.md, results.json and the figure. Finished runs are reused, "
+                                   "interrupted ones resumed; `responses` reads the runs of the others.")
+    p.add_argument("name", choices=list(EXPERIMENTS), help="which experiment")
     p.add_argument("--data", default="digits", help="digits (minutes on a CPU), cifar10, imagefolder:PATH, ...")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="recipe shared by every net (required unless --data digits)")
@@ -282,21 +286,32 @@ def _add_experiment(sub) -> None:
     p.add_argument("--iters", type=_positive_int, default=None, help="run length in optimizer steps")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field for every net (repeatable)")
-    p.add_argument("--out", default=None, help="directory (default runs/experiment-NAME-DATA)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="runs per net, seeds 0..K-1")
+    p.add_argument("--nets", nargs="+", default=None, metavar="NET",
+                   help="train only these nets (labels or run names); the report collects every finished one")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="runs trained at once, one process each (threads split between them; a GPU shared)")
+    p.add_argument("--collect", action="store_true", help="train nothing: report the finished runs in OUT")
+    p.add_argument("--out", default=None, help="directory (default runs/experiments-DATA)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_run_experiment)
 
 
 def _run_experiment(args: argparse.Namespace) -> None:
-    from .experiments import base_config, run_experiment
+    from .experiments import base_config, run_experiment, run_responses
 
-    length = {"epochs": args.epochs, "iters": None} if args.epochs else {}
-    if args.iters:
-        length = {"iters": args.iters, "epochs": None}
-    base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
-    out = args.out or f"runs/experiment-{args.name}-{args.data.replace(':', '_').replace('/', '_')}"
-    run_experiment(args.name, out, base, args.depths, progress=not args.quiet)
-    print((Path(out) / "results.md").read_text())
+    out = args.out or f"runs/experiments-{args.data.replace(':', '_').replace('/', '_')}"
+    command = "reslab " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.name == "responses":
+        run_responses(out, args.depths, command=command, progress=not args.quiet)
+    else:
+        length = {"epochs": args.epochs, "iters": None} if args.epochs else {}
+        if args.iters:
+            length = {"iters": args.iters, "epochs": None}
+        base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
+        run_experiment(args.name, out, base, args.depths, seeds=args.seeds, nets=args.nets, jobs=args.jobs,
+                       train_missing=not args.collect, progress=not args.quiet, command=command)
+    print((Path(out) / args.name / "report.md").read_text())
 
 
 # --- performance (bench.py, export.py): bench, export
@@ -414,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, for reports that say how to reproduce them
     tune_allocator()
     from .data import DataWarning
 

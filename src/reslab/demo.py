@@ -24,16 +24,19 @@ def run_demo(out: str | Path = "runs/demo", depths: tuple[int, int] = (20, 56), 
     for each other collapse (measured here: the demo fell from ~990 img/s on 1
     thread to 23 img/s on 2 while another job held one of the 2 cores).
 
-    Writes figure6.png and results.md (table and verdict) into `out`; a demo
+    Writes out/degradation/report.md (table and verdict) and degradation.png; a demo
     already there with the same recipe is reused, not trained again.
     """
     out = Path(out)
     base = digits_recipe(epochs, seed, threads).replace(resize=resize)
-    rows = run_experiment("degradation", out, base, depths, progress=progress, figure="figure6.png")
-    text = (out / "results.md").read_text().rstrip() + "\n\n" + verdict(rows) + "\n"
-    (out / "results.md").write_text(text)
+    rows = run_experiment("degradation", out, base, depths, progress=progress,
+                          command=f"reslab demo --out {out} --depths {depths[0]} {depths[1]} --epochs {epochs} "
+                                  f"--resize {resize}")
+    report = out / "degradation" / "report.md"
+    text = report.read_text().rstrip() + "\n\n## Verdict\n\n" + verdict(rows) + "\n"
+    report.write_text(text)
     if progress:
-        print("\n" + text + f"\nplot: {out / 'figure6.png'}")
+        print("\n" + text + f"\nplot: {out / 'degradation' / 'degradation.png'}")
     return rows
 
 

@@ -67,11 +67,20 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     data: a data name for `reslab.data.load` (the run's own data when None); split: "train",
     "test" or "val" (the run's validation hold-out, rebuilt from its seed and size).
     """
+    trained = load_trained(path, device)
+    loader = split_loader(trained, data, split, data_dir, batch_size, torch.device(device))
+    amp = amp_dtype(trained.config, torch.device(device))
+    return evaluate(trained.model, loader, len(trained.classes), amp, flip_tta=flip_tta), trained
+
+
+def split_loader(trained: Trained, data: str | None = None, split: str = "test", data_dir: str | None = None,
+                 batch_size: int = 512, device: str | torch.device = "cpu"):
+    """Batches (x: (N, C, H, W) float, normalized as the model was trained; y: (N,) int64) of
+    one split of `data` (the run's own data when None), resized to the model's input."""
     from .data import load
     from .data import split as split_ds
     from .train.loop import make_loader
 
-    trained = load_trained(path, device)
     cfg = trained.config
     name = data or cfg.data
     if split == "val":
@@ -87,9 +96,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
                              channels_last=False)
     # normalize with the checkpoint's statistics, not the evaluated split's own
     ds = dataclasses.replace(ds, mean=trained.mean, std=trained.std)
-    loader = make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
-    amp = amp_dtype(cfg, torch.device(device))
-    return evaluate(trained.model, loader, len(trained.classes), amp, flip_tta=flip_tta), trained
+    return make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
 
 
 def _check_compatible(ds: Any, trained: Trained) -> None:

@@ -52,3 +52,14 @@ def _mallopt() -> bool:
                     and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False
+
+
+def cpu_name() -> str:
+    """The processor's model name (e.g. 'Intel(R) Xeon(R) Platinum 8480+'), else the architecture."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

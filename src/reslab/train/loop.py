@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import ReslabError
 from ..models import compiled_batchnorm, load_weights, model_info
-from ..runtime import tune_allocator
+from ..runtime import cpu_name, tune_allocator
 from .checkpoint import (
     export_safetensors,
     load_checkpoint,
@@ -157,7 +157,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "git_sha": git_sha(), "torch": str(torch.__version__), "python": platform.python_version(),
         "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                                               else platform.processor() or platform.machine()),
+                                               else cpu_name()),
         "threads": torch.get_num_threads(), "host": platform.node(),
     }
 

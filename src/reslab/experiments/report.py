@@ -1,0 +1,277 @@
+"""An experiment's self-contained write-up: report.md, results.json and its figure(s), in out/NAME/.
+
+report.md says how to reproduce the experiment, the recipe and how its length compares
+with the paper's 64k iterations, the seeds, the time per net, the machine, our figures
+beside the paper's, and which of the paper's findings ours agree with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import ReslabError
+from ..runtime import cpu_name
+from ..train import TrainConfig, read_metrics
+from ..train.logging import _curves, _smooth
+from .paper import Net, experiment_nets, paper_error, paper_params
+from .responses import layer_responses, plot_responses
+from .results import Row, Summary, run_dir
+
+PAPER_ITERS = 64000
+TITLES = {
+    "degradation": "Plain against residual nets (Figure 6 of He et al. 2015)",
+    "depth": "ResNets of growing depth (Table 6 of He et al. 2015)",
+    "shortcuts": "Shortcut options A, B, C and none (section 4.1 of He et al. 2015, at CIFAR scale)",
+    "preact": "Original against pre-activation blocks (He et al. 2016)",
+    "responses": "Layer responses of plain and residual nets (Figure 7 of He et al. 2015)",
+}
+
+
+def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence[Row],
+                 summaries: Sequence[Summary], base: TrainConfig, seeds: int, command: str | None) -> Path:
+    folder = Path(out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    env = _environment(Path(out) / "runs" / rows[0].run)
+    figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
+    by_label = {s.label: s for s in summaries}
+    results = {"experiment": name, "recipe": _recipe(base), "seeds": seeds, "environment": env,
+               "summary": [asdict(s) for s in summaries], "runs": [asdict(r) for r in rows]}
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    missing = [n.label for n in nets if n.label not in by_label]
+    lines = [f"# {TITLES[name]}", "",
+             f"On {_data_name(base)}. Reproduce with:", "", "```bash", command or _command(name, base, seeds, out),
+             "```", "", "## Recipe", "", *_recipe_lines(base, nets), "",
+             f"Seeds: {', '.join(map(str, range(seeds)))} ({seeds} per net). Machine: {env}.", "",
+             "## Results", "", *_table(name, nets, by_label), ""]
+    if missing:
+        lines += [f"Not yet trained: {', '.join(missing)}.", ""]
+    lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
+              f"![{name}]({figure.name})", "",
+              "Training error (dashed, thin) is the running error of the training batches, with augmentation "
+              "and in training mode; the table's training error is measured once at the end, in eval mode, "
+              "on the whole training split. Held-out error (bold) is the validation split's.", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _data_name(cfg: TrainConfig) -> str:
+    if cfg.data.startswith("imagefolder:") and "cifar10" in cfg.data.lower():
+        return "CIFAR-10 (JPEG copy)"  # lossy re-encoding: not comparable to the official pickles
+    return cfg.data
+
+
+def _recipe(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in json.loads(cfg.to_json()).items()
+            if k not in ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")}
+
+
+def _recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
+    if cfg.iters:
+        length = f"{cfg.iters:,} iterations ({cfg.iters / PAPER_ITERS:.3g} of the paper's {PAPER_ITERS:,})"
+    else:
+        length = f"{cfg.epochs} epochs"
+    drops = ", ".join(f"{100 * m:.0f}%" for m in cfg.milestones)
+    sched = f"lr x{cfg.gamma} at {drops} of the run" if cfg.schedule == "multistep" else f"{cfg.schedule} schedule"
+    val = (f"{int(cfg.val_size):,} training images held out for validation" if cfg.val_size >= 1 else
+           f"{cfg.val_size:.0%} of the training images held out for validation") if cfg.val_size else \
+        "no validation split"
+    lines = [f"- {cfg.optimizer.upper()} lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}, "
+             f"batch {cfg.batch_size}, {sched}; {length}.",
+             f"- Augmentation: {cfg.augment or 'none'}; mixed precision: {cfg.amp}.",
+             f"- {val}; the checkpoint with the best validation error is tested once on the test split."]
+    if cfg.lr == 0.1 and cfg.schedule == "multistep" and any(n.depth >= 110 for n in nets):
+        lines.append("- Nets of 110 layers and more start at lr 0.01 until the training error is under 80% "
+                     "(the paper's warm-up), then go on at 0.1.")
+    return lines
+
+
+def _environment(path: Path) -> str:
+    try:
+        env = json.loads((path / "config.json").read_text()).get("env", {})
+    except (OSError, ValueError):
+        env = {}
+    device = env.get("device", "?")
+    name = env.get("device_name", "")
+    if device == "cpu" and name in ("", "x86_64", "aarch64"):
+        name = cpu_name()  # runs recorded before the model name was: the machine writing this report
+    return (f"{device} ({name}), torch {env.get('torch', '?')}, {env.get('threads', '?')} thread(s) per run, "
+            f"mixed precision {env.get('amp', '?')}")
+
+
+def _command(name: str, cfg: TrainConfig, seeds: int, out: str | Path) -> str:
+    defaults = TrainConfig()
+    sets = [f"--set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in _recipe(cfg).items()
+            if k not in ("data", "model", "model_args", "seed") and v != _recipe(defaults).get(k)]
+    return " ".join([f"reslab experiment {name} --data {cfg.data}", *sets, f"--seeds {seeds} --out {out}"])
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _table(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list[str]:
+    lines = ["| net | params | runs | train error % | val error % | test error %: best (mean +- std) | "
+             "paper's test error % | minutes per run |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for net in nets:
+        s = by_label.get(net.label)
+        if s is None:
+            continue
+        test = _pct(s.test_best) if s.runs == 1 else f"{_pct(s.test_best)} ({_pct(s.test_err)}+-{_pct(s.test_std)})"
+        paper = paper_params(net) if name in ("depth", "degradation") else None
+        params = f"{s.params / 1e6:.3f}M" + (f" (paper {paper / 1e6:.2f}M)" if paper else "")
+        lines.append(f"| {net.label} | {params} | {s.runs} | {_pct(s.train_err)} | {_pct(s.val_err)} | {test} | "
+                     f"{paper_error(name, net) or '-'} | {s.seconds / 60:.1f} |")
+    return lines
+
+
+def _trend(values: list[tuple[int, float]], rising: bool) -> str:
+    """How values ordered by depth move: 'rises at every step', 'rises overall', 'does not rise'."""
+    word = "rises" if rising else "falls"
+    ys = [v for _, v in values]
+    steps = [b > a if rising else b < a for a, b in zip(ys, ys[1:])]
+    shown = ", ".join(f"{d}: {v:.2f}" for d, v in values)
+    if all(steps):
+        return f"{word} at every step ({shown})"
+    if (ys[-1] > ys[0]) == rising:
+        return f"{word} from the shallowest to the deepest, not at every step ({shown})"
+    return f"does not {word[:-1]} ({shown})"
+
+
+def findings(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list[str]:
+    """The paper's claims for experiment `name`, each with what our runs show."""
+    def series(kind: str, key: str) -> list[tuple[int, float]]:
+        return [(n.depth, getattr(by_label[n.label], key)) for n in nets
+                if n.label.startswith(kind + "-") and n.label in by_label
+                and getattr(by_label[n.label], key) is not None]
+
+    out = []
+    if name in ("degradation",):
+        plain = series("plain", "train_err")
+        if len(plain) > 1:
+            out.append("Paper: the deeper plain net has the higher training error (the degradation problem). "
+                       f"Ours: plain training error {_trend(plain, True)}.")
+    if name in ("degradation", "depth"):
+        res_test, res_train = series("resnet", "test_err"), series("resnet", "train_err")
+        if len(res_test) > 1:
+            out.append(f"Paper: deeper ResNets reach lower training and test error. Ours: ResNet test error "
+                       f"{_trend(res_test, False)}; training error {_trend(res_train, False)}.")
+    if name == "degradation":
+        both = [(d, p, r) for (d, p) in series("plain", "test_err") for (e, r) in series("resnet", "test_err")
+                if d == e]
+        if both:
+            wins = [d for d, p, r in both if r < p]
+            out.append(f"Paper: the ResNet beats the plain net of the same depth, by more the deeper it is. "
+                       f"Ours: the ResNet wins at {len(wins)} of {len(both)} depths; test error plain -> ResNet: "
+                       + ", ".join(f"{d}: {p:.2f} -> {r:.2f}" for d, p, r in both) + ".")
+    if name == "shortcuts":
+        for group in dict.fromkeys(n.group for n in nets):
+            errs = {n.label: by_label[n.label].test_err for n in nets
+                    if n.group == group and n.label in by_label and by_label[n.label].test_err is not None}
+            if len(errs) > 1:
+                order = " < ".join(f"{k} {v:.2f}" for k, v in sorted(errs.items(), key=lambda kv: kv[1]))
+                out.append("Paper (ImageNet, 34 layers): all three options far better than no shortcut, "
+                           f"C slightly better than B, B slightly better than A. Ours, test error: {order}.")
+    if name == "preact":
+        for group in dict.fromkeys(n.group for n in nets):
+            pair = [n for n in nets if n.group == group and n.label in by_label]
+            if len(pair) == 2 and all(by_label[n.label].test_err is not None for n in pair):
+                orig, pre = (by_label[n.label].test_err for n in pair)
+                verdict = "lower" if pre < orig else "not lower"
+                out.append(f"Paper: pre-activation lowers the test error ({pair[0].label} "
+                           f"{paper_error(name, pair[0])} -> {paper_error(name, pair[1])}). Ours: {orig:.2f} -> "
+                           f"{pre:.2f}, {verdict}.")
+    return out or ["Too few finished runs to compare with the paper yet."]
+
+
+def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str = "") -> Path:
+    """One panel per group (e.g. plain | ResNets, as the paper's Figure 6) from each net's
+    seed-0 run: training error thin and dashed, validation (or test) error bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(n.group for n in nets))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), sharey=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = 1.0
+    for ax, group in zip(axes[0], groups, strict=True):
+        for i, net in enumerate(n for n in nets if n.group == group):
+            run = run_dir(out, net, 0)
+            if not (run / "metrics.jsonl").is_file():  # not trained yet
+                continue
+            c = _curves(read_metrics(run))
+            color = colors[i % len(colors)]
+            if c["train_err"]:
+                xs, ys = zip(*c["train_err"])
+                ax.plot(xs, _smooth(ys, 5), color=color, lw=0.8, ls="--")
+            if c["val_err"]:
+                xs, ys = zip(*c["val_err"])
+                ax.plot(xs, ys, color=color, lw=2.2, label=net.label)
+                top = max(top, min(100.0, 2 * max(ys[len(ys) // 2:])))
+        ax.set(title=group, xlabel="iterations")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    axes[0][0].set(ylabel="error (%): train dashed, held-out bold", ylim=(0, top))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_responses(out: str | Path, depths: Sequence[int] | None = None, batch_size: int = 500,
+                  command: str | None = None, progress: bool = True) -> dict[str, list[float]]:
+    """Figure 7 from the finished seed-0 runs in out/runs (nothing is trained): the std of each
+    3x3 layer's response over the test images. Writes out/responses/{responses.json,
+    responses.png, report.md}; returns {net label: [std per layer, in forward order]}."""
+    from ..predict import load_trained, split_loader
+
+    nets = experiment_nets("responses", depths)
+    curves: dict[str, list[float]] = {}
+    for net in nets:
+        path = run_dir(out, net, 0)
+        if not (path / "summary.json").is_file():
+            continue
+        trained = load_trained(path)
+        curves[net.label] = layer_responses(trained.model, split_loader(trained, split="test",
+                                                                        batch_size=batch_size))
+        if progress:
+            print(f"{net.label}: {len(curves[net.label])} layers, mean std "
+                  f"{sum(curves[net.label]) / len(curves[net.label]):.3f}", flush=True)
+    if not curves:
+        raise ReslabError(f"no finished plain or residual run in {Path(out) / 'runs'}; train the degradation "
+                          "or depth experiment there first")
+    folder = Path(out) / "responses"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "responses.json").write_text(json.dumps(curves, indent=2) + "\n")
+    plot_responses(curves, folder / "responses.png", title="std of each 3x3 layer's response (test images)")
+    mean = {k: sum(v) / len(v) for k, v in curves.items()}
+    lines = [f"# {TITLES['responses']}", "", "Reproduce with:", "", "```bash",
+             command or f"reslab experiment responses --out {out}", "```", "",
+             "The response of a 3x3 layer is its BN's output, before the ReLU and the addition; its strength is "
+             "the standard deviation of each channel over the test images and positions, averaged over the "
+             "layer's channels. Read from the seed-0 runs of the experiment directory (best checkpoint); "
+             f"machine: {_environment(run_dir(out, next(n for n in nets if n.label in curves), 0))}.", "",
+             "| net | 3x3 layers | mean std | median std |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {k} | {len(v)} | {mean[k]:.3f} | {sorted(v)[len(v) // 2]:.3f} |" for k, v in curves.items()]
+    lines += ["", "## Against the paper", ""]
+    pairs = [(d, mean[f"plain-{d}"], mean[f"resnet-{d}"]) for d in sorted({n.depth for n in nets})
+             if f"plain-{d}" in mean and f"resnet-{d}" in mean]
+    if pairs:
+        lines.append("- Paper: ResNets respond more weakly than plain nets of the same depth. Ours (mean std, "
+                     "plain -> ResNet): " + ", ".join(f"{d}: {p:.3f} -> {r:.3f}" for d, p, r in pairs)
+                     + f"; weaker at {sum(r < p for _, p, r in pairs)} of {len(pairs)} depths.")
+    res = [(n.depth, mean[n.label]) for n in nets if n.label.startswith("resnet-") and n.label in mean]
+    if len(res) > 1:
+        lines.append(f"- Paper: the deeper the ResNet, the weaker each layer. Ours: mean std {_trend(res, False)}.")
+    lines += ["", "![responses](responses.png)", ""]
+    (folder / "report.md").write_text("\n".join(lines))
+    return curves

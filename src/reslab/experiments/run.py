@@ -1,0 +1,163 @@
+"""Running an experiment: every net x seed trained with one recipe, spread over processes,
+resumable anywhere, and summarized.
+
+    out/runs/<net>-s<seed>/     one run directory per net and seed (shared by the experiments)
+    out/<experiment>/           report.md, results.json and the figure(s)
+
+A run already in `out/runs` with the same recipe is reused when finished and
+resumed when interrupted; one with another recipe is refused, never
+overwritten. So `--seeds 5` after `--seeds 2` trains three more per net, and
+`--nets` in several processes or machines followed by a later call collects
+everything into one report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from ..errors import ReslabError
+from ..train import TrainConfig, preset, read_metrics, train
+from ..train.loop import Dist, evaluate, load_data, make_loader, resolve_device
+from .paper import TRAINED, Net, experiment_nets
+from .report import write_report
+from .results import Row, read_row, run_dir, summarize
+
+
+def digits_recipe(epochs: int = 12, seed: int = 0, threads: int | None = None) -> TrainConfig:
+    """A short recipe for the embedded digits (1,437 train images, upsampled to 16x16).
+
+    SGD momentum 0.9, lr 0.05 after a 2-epoch warm-up, cosine decay, batch 64.
+    """
+    return TrainConfig(model="resnet20", data="digits", epochs=epochs, iters=None, batch_size=64,
+                       val_size=0, lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="cosine",
+                       warmup_iters=44, warmup_start=0.1, augment=None, resize=16, amp="none",
+                       compile="off", threads=threads, seed=seed, log_every=5)
+
+
+def base_config(data: str = "digits", preset_name: str | None = None, **overrides) -> TrainConfig:
+    """The shared recipe: `preset_name` on `data`, or the digits recipe for digits."""
+    if preset_name is None:
+        if data != "digits":
+            raise ReslabError(f"choose a recipe for {data!r} with --preset (e.g. paper-cifar)")
+        return digits_recipe().replace(**overrides) if overrides else digits_recipe()
+    return preset(preset_name, data=data, **overrides)
+
+
+def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
+    """The recipe of one run: `base` with the net's model and arguments and the seed.
+
+    With the paper's schedule (lr 0.1, steps), nets of 110 layers and more start at lr 0.01
+    until the training error is under 80% (section 4.2), as `preset("paper-cifar")` does.
+    """
+    changes: dict = {"model": net.model, "model_args": {**base.model_args, **dict(net.args)}, "seed": seed}
+    if net.depth >= 110 and base.warmup_lr is None and base.lr == 0.1 and base.schedule == "multistep":
+        changes.update(warmup_lr=0.01, warmup_until_error=0.8)
+    return base.replace(**changes)
+
+
+# Fields that change how fast a run goes or where its data is cached, not what it computes.
+_SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")
+
+
+def check_recipe(path: Path, cfg: TrainConfig) -> None:
+    """Refuses a run directory that holds a run of another recipe (speed settings may differ)."""
+    saved_path = path / "config.json"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ReslabError(f"{saved_path} is unreadable ({e}); remove the run directory or pass another --out") \
+            from None
+    want = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in _SPEED_ONLY}
+    defaults = json.loads(TrainConfig(model=cfg.model).to_json())  # fields newer than the saved run
+    differ = [k for k, v in want.items() if saved.get(k, defaults[k]) != v]
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k, defaults[k])!r} there, {want[k]!r} here" for k in differ[:3])
+        raise ReslabError(f"{path} holds a run with another recipe ({shown}); pass another --out or remove it")
+
+
+def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
+                   depths: Sequence[int] | None = None, seeds: int = 1, nets: Sequence[str] | None = None,
+                   jobs: int = 1, train_missing: bool = True, progress: bool = True,
+                   command: str | None = None) -> list[Row]:
+    """Trains the nets of experiment `name` (seeds 0..seeds-1 each) with recipe `base`, then
+    writes out/NAME/report.md, results.json and the figure from every finished run it finds.
+
+    nets: labels or run names to train (the others are only collected); jobs: runs at once, each
+    in its own process with threads split between them; train_missing=False trains nothing
+    and reports what is there. Returns one Row per finished run.
+    """
+    if name not in TRAINED:
+        raise ReslabError(f"unknown experiment {name!r} to train; experiments: {', '.join(TRAINED)} "
+                          "(responses reads their runs)")
+    if seeds < 1 or jobs < 1:
+        raise ReslabError(f"seeds and jobs must be positive, got seeds={seeds}, jobs={jobs}")
+    base = base or digits_recipe()
+    all_nets = experiment_nets(name, depths)
+    chosen = experiment_nets(name, depths, nets) if nets else all_nets
+    tasks = [(net, seed) for net in all_nets for seed in range(seeds)]
+    for net, seed in tasks:
+        check_recipe(run_dir(out, net, seed), net_config(base, net, seed))
+    if train_missing:
+        todo = [(n, s) for n, s in tasks if n in chosen and not (run_dir(out, n, s) / "row.json").is_file()]
+        _train_all(todo, base, out, jobs, progress)
+    rows = [read_row(run_dir(out, n, s)) for n, s in tasks if (run_dir(out, n, s) / "row.json").is_file()]
+    if not rows:
+        raise ReslabError(f"no finished run of {name} in {Path(out) / 'runs'}; train some first")
+    write_report(name, out, all_nets, rows, summarize(rows), base, seeds, command)
+    return rows
+
+
+def _train_all(todo: list[tuple[Net, int]], base: TrainConfig, out: str | Path, jobs: int, progress: bool) -> None:
+    if jobs == 1 or len(todo) <= 1:
+        for net, seed in todo:
+            train_net(net, seed, base, out, progress)
+        return
+    total = base.threads or torch.get_num_threads()
+    per_job = base.replace(threads=max(1, total // jobs))  # on a GPU the processes share it
+    # spawn: a fork of a process that already ran torch's thread pools can deadlock
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(train_net, net, seed, per_job, out, False): (net, seed) for net, seed in todo}
+        for f in as_completed(futures):
+            row = f.result()
+            if progress:
+                print(f"{row.run}: test error {row.test_err if row.test_err is None else round(row.test_err, 2)}%"
+                      f" after {row.seconds / 60:.1f} min", flush=True)
+
+
+def train_net(net: Net, seed: int, base: TrainConfig, out: str | Path, progress: bool = True) -> Row:
+    """Trains (or resumes) one net of an experiment and measures its row (row.json in its run dir)."""
+    cfg = net_config(base, net, seed)
+    path = run_dir(out, net, seed)
+    if not (path / "summary.json").is_file():  # finished runs are not trained again
+        train(cfg, path, resume=(path / "last.pt").is_file(), progress=progress)
+    row = measure_run(net, seed, path)
+    (path / "row.json").write_text(json.dumps(asdict(row)) + "\n")
+    return row
+
+
+def measure_run(net: Net, seed: int, path: Path) -> Row:
+    """A finished run's row: training error of its last weights on the whole training split (eval
+    mode), best validation and test error from its summary, training time from its log."""
+    from ..predict import load_trained
+
+    summary = json.loads((path / "summary.json").read_text())
+    trained = load_trained(path / "last.pt")
+    cfg = trained.config
+    device = resolve_device(cfg.device, Dist())
+    trained.model.to(device)
+    data = load_data(cfg, with_test=False)
+    on_train = evaluate(trained.model, make_loader(data.train, cfg, False, device, 512), len(data.classes))
+    val, test = summary.get("best_val_acc"), summary.get("test")
+    seconds = sum(r.get("seconds", 0.0) for r in read_metrics(path) if r.get("kind") == "epoch")
+    return Row(net.label, net.model, sum(p.numel() for p in trained.model.parameters()),
+               100 * (1 - on_train.top1), None if val is None else 100 * (1 - val),
+               None if test is None else 100 * (1 - test["top1"]), seconds, seed, path.name)
