@@ -128,3 +128,66 @@ def test_a_folder_without_test_split_trains_and_says_so_in_one_line(tmp_path, ca
                       "this run ends without a test evaluation; the validation split still picks the model"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test"] is None and summary["steps"] == 2
+
+
+def test_first_command_on_digits_holds_out_a_split_that_fits(tmp_path, capsys):
+    """`reslab train --model resnet20 --data digits --epochs N`: the default validation split is
+    10% of the 1,437 training digits (stratified), not CIFAR's 5,000."""
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet20", "--data", "digits", "--epochs", "1", "--quiet", "--set", "threads=1",
+            "--set", "device=cpu", "--out", str(out)]
+    assert main(argv) == 0
+    val = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if '"val_acc"' in ln]
+    assert val and json.loads((out / "summary.json").read_text())["chosen"] == "best.pt"
+    from reslab.data import holdout
+
+    train, held = holdout(load("digits"), None, seed=0)
+    assert (len(train), len(held)) == (1293, 144)
+    share = load("digits").class_counts().double() * 144 / 1437  # stratified: each class gives its share
+    assert ((held.class_counts() - share).abs() < 1).all()
+
+
+def test_tiny_folder_trains_without_validation_and_says_so(tmp_path, capsys, noise_folder):
+    imgs = noise_folder(per_class=5, side=16)
+    argv = ["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "2", "--quiet",
+            "--set", "batch_size=4", "--set", "threads=1", "--set", "compile=off", "--set", "device=cpu",
+            "--out", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert main(argv) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "too few" in ln]
+    assert len(warned) == 1 and "10 training images are too few" in warned[0]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["chosen"] == "last.pt"
+
+
+@pytest.mark.parametrize("resize, side", [(None, 32), (24, 24)])
+def test_photos_of_different_sizes_train_from_the_cli(resize, side, tmp_path, capsys, noise_folder):
+    """Real photos differ in size: they are fitted (shorter side, center crop) on the way into
+    the cache, to --set resize or else the model's default input (32 for resnet20)."""
+    imgs = noise_folder(per_class=6, side=40)
+    rng = torch.Generator().manual_seed(0)
+    for i, (w, h) in enumerate([(64, 48), (30, 90), (50, 50)]):  # landscape, portrait, square
+        pixels = torch.randint(0, 256, (h, w, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(imgs / "a" / f"photo{i}.jpg")
+    argv = ["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "2", "--quiet",
+            "--set", "batch_size=4", "--set", "val_size=4", "--set", "threads=1", "--set", "compile=off",
+            "--set", "device=cpu", "--out", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert main(argv + (["--set", f"resize={resize}"] if resize else [])) == 0
+    err = capsys.readouterr().err
+    assert f"resized to {side} px on its shorter side" in err
+    ds = load(f"imagefolder:{imgs}", fallback_size=side)
+    assert tuple(ds.images.shape) == (15, 3, side, side)
+    payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert payload["image_size"] == [3, side, side]
+    # predict reads a photo of any size into that input
+    assert main(["predict", str(tmp_path / "run"), str(imgs / "a" / "photo0.jpg"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_val_size_must_be_a_count_or_a_fraction():
+    from reslab.errors import ReslabError
+    from reslab.train import TrainConfig
+
+    with pytest.raises(ReslabError, match="val_size must be an image count"):
+        TrainConfig(val_size=1.5)
+    assert TrainConfig(val_size=0.2).val_size == 0.2 and TrainConfig(val_size=3000).val_size == 3000

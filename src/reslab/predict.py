@@ -77,20 +77,18 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
                  batch_size: int = 512, device: str | torch.device = "cpu"):
     """Batches (x: (N, C, H, W) float, normalized as the model was trained; y: (N,) int64) of
     one split of `data` (the run's own data when None), resized to the model's input."""
-    from .data import load
-    from .data import split as split_ds
+    from .data import holdout, load
     from .train.loop import make_loader
 
     cfg = trained.config
     name = data or cfg.data
+    root, size = data_dir or cfg.data_dir, trained.image_size[-1]
     if split == "val":
-        if not cfg.val_size:
-            raise ReslabError("this run held out no validation split (val_size=0); use --split test")
-        full = load(name, split="train", root=data_dir or cfg.data_dir)
-        size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
-        ds = split_ds(full, val_size=size, seed=cfg.seed)[1]
+        ds = holdout(load(name, split="train", root=root, fallback_size=size), cfg.val_size, cfg.seed)[1]
+        if ds is None:
+            raise ReslabError("this run held out no validation split; use --split test")
     else:
-        ds = load(name, split=split, root=data_dir or cfg.data_dir)
+        ds = load(name, split=split, root=root, fallback_size=size)
     _check_compatible(ds, trained)
     loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2] else None,
                              channels_last=False)

@@ -15,6 +15,7 @@ from .datasets import (
     MissingSplitError,
     channel_stats,
     decode_image,
+    holdout,
     load,
     scan_folder,
     split,
@@ -26,5 +27,5 @@ from .streaming import StreamingImageFolder, StreamingLoader
 __all__ = [
     "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "MissingSplitError", "Remote",
     "StreamingImageFolder", "StreamingLoader", "channel_stats",
-    "data_dir", "decode_image", "download_file", "load", "scan_folder", "split",
+    "data_dir", "decode_image", "download_file", "holdout", "load", "scan_folder", "split",
 ]

@@ -116,7 +116,7 @@ class Dataset:
 
 # --- the entry point ---------------------------------------------------------
 def load(name: str, split: str = "train", root: str | os.PathLike | None = None,
-         download: bool = True, image_size: int | None = None) -> Dataset:
+         download: bool = True, image_size: int | None = None, fallback_size: int | None = None) -> Dataset:
     """Load a dataset by name as uint8 tensors, decoding into the cache the first time.
 
     name: "digits", "cifar10", "cifar100" (fine labels), "cifar100_coarse",
@@ -126,12 +126,13 @@ def load(name: str, split: str = "train", root: str | os.PathLike | None = None,
     official split) has a fixed stratified 1437/360 train/test split, and
     "all" for the 1,797 images. root: the data directory. download: fetch
     missing published files. image_size: for image folders, resize the
-    shorter side to this many pixels and center-crop a square (required when
-    the images differ in size).
+    shorter side to this many pixels and center-crop a square. fallback_size:
+    the size to do that at only when the images differ in size (photos), with a
+    one-line DataWarning; without either, such a folder is an error.
     """
     key = name.strip()
     if key.lower().startswith("imagefolder:"):
-        return _load_imagefolder(key.split(":", 1)[1], split, root, image_size)
+        return _load_imagefolder(key.split(":", 1)[1], split, root, image_size, fallback_size)
     key = key.lower().replace("-", "_")
     if key == "digits":
         return _load_digits(split)
@@ -147,6 +148,26 @@ def _check_split(split: str, name: str) -> str:
         raise ReslabError(f"{name} has splits 'train' and 'test', not {split!r}; "
                           "make a validation set with reslab.data.split()")
     return split
+
+
+AUTO_VAL_FRACTION, AUTO_VAL_MAX = 0.1, 5000
+
+
+def holdout(ds: Dataset, val_size: float | None, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """(train, val) of `ds` as a run's val_size asks: an image count >= 1, a fraction in (0, 1),
+    0 for no validation split, or None for one that fits the data: 10% of the images, at most
+    5,000, stratified; none (with a one-line DataWarning) where that leaves under 2 per class."""
+    if val_size is None:
+        k = min(AUTO_VAL_MAX, round(AUTO_VAL_FRACTION * len(ds)))
+        if k < 2 * len(ds.classes):
+            warnings.warn(f"{ds.name}: {len(ds)} training images are too few to hold out a validation split; "
+                          "the run keeps its last weights (set val_size=N to hold out N images anyway)",
+                          DataWarning, stacklevel=3)
+            return ds, None
+        val_size = k
+    if not val_size:
+        return ds, None
+    return split(ds, val_size=int(val_size) if val_size >= 1 else float(val_size), seed=seed)
 
 
 def split(ds: Dataset, val_size: int | float = 5000, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -460,14 +481,19 @@ def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray
             im = im.convert("RGBA")
         if im.mode != "RGB":
             im = im.convert("RGB")
-        if size is not None:
-            w, h = im.size
-            s = size / min(w, h)
-            nw, nh = max(size, round(w * s)), max(size, round(h * s))
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
+        return np.asarray(im if size is None else _fit(im, size), dtype=np.uint8)
+
+
+def _fit(im, size: int):
+    """A PIL image resized (bilinear, antialiased) to shorter side `size`, center-cropped square."""
+    from PIL import Image
+
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
 
 
 def _decode_many(args: tuple[list[str], int | None]) -> list[tuple[np.ndarray | None, str | None]]:
@@ -504,12 +530,18 @@ def _warn_skipped(root: Path, skipped: list[list[str]], ignored: list[str]) -> N
                       f"{', '.join(ignored[:3])}{more}", DataWarning, stacklevel=5)
 
 
-def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True
-                 ) -> tuple[dict[str, Tensor], dict]:
-    """Decode (or read from the cache) every image of a class-folder tree."""
+def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True,
+                 fallback_size: int | None = None) -> tuple[dict[str, Tensor], dict]:
+    """Decode (or read from the cache) every image of a class-folder tree; images of mixed
+    sizes are fitted to `fallback_size` when given."""
+    from PIL import Image
+
     scan = scan_folder(folder)
-    cache = _cache_path(root, "imagefolder", [scan.key, f"size={image_size}"])
-    cached = _read_cache(cache, ["images", "labels"])
+    for size in dict.fromkeys((image_size, image_size or fallback_size)):
+        cache = _cache_path(root, "imagefolder", [scan.key, f"size={size}"])
+        cached = _read_cache(cache, ["images", "labels"])
+        if cached is not None:
+            break
     if cached is None:
         results = _decode_all([str(scan.root / p) for p in scan.paths], image_size)
         keep = [i for i, (a, _) in enumerate(results) if a is not None]
@@ -518,11 +550,17 @@ def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True
             raise ReslabError(f"image folder {folder}: none of its {len(results)} images could be "
                               f"decoded (first: {skipped[0][0]}: {skipped[0][1]})")
         shapes = {results[i][0].shape for i in keep}
+        fitted = None
         if len(shapes) > 1:
-            a, b = sorted(shapes)[:2]
-            raise ReslabError(f"images in {folder} differ in size (e.g. {a[1]}x{a[0]} and "
-                              f"{b[1]}x{b[0]}); pass image_size=N to resize them, or stream "
-                              "large folders with reslab.data.StreamingLoader")
+            if fallback_size is None:
+                a, b = sorted(shapes)[:2]
+                raise ReslabError(f"images in {folder} differ in size (e.g. {a[1]}x{a[0]} and "
+                                  f"{b[1]}x{b[0]}); set a size to resize them to (--set resize=N, or "
+                                  "image_size=N in reslab.data.load)")
+            fitted = fallback_size
+            results = [(None, why) if a is None else (np.asarray(_fit(Image.fromarray(a), fitted)), why)
+                       for a, why in results]
+            cache = _cache_path(root, "imagefolder", [scan.key, f"size={fitted}"])
         labels = np.asarray([scan.labels[i] for i in keep], dtype=np.int64)
         lost = [c for i, c in enumerate(scan.classes) if not (labels == i).any()]
         if lost:
@@ -531,17 +569,22 @@ def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True
         images = np.stack([results[i][0] for i in keep]).transpose(0, 3, 1, 2)
         mean, std = channel_stats(torch.from_numpy(images))
         meta = {"classes": scan.classes, "mean": mean, "std": std, "source": str(folder.resolve()),
-                "image_size": image_size, "skipped": skipped, "ignored": scan.ignored}
+                "image_size": image_size or fitted, "fitted": fitted, "skipped": skipped, "ignored": scan.ignored}
         _write_cache(cache, {"images": images, "labels": labels}, meta)
         _prune_stale(cache, meta)
         cached = _read_cache(cache, ["images", "labels"])
     arrays, meta = cached
     if warn:
         _warn_skipped(folder, meta["skipped"], meta["ignored"])
+        if meta.get("fitted"):
+            warnings.warn(f"images in {folder} differ in size: each is resized to {meta['fitted']} px on its "
+                          "shorter side and center-cropped square (set resize=N for another size)",
+                          DataWarning, stacklevel=4)
     return arrays, meta
 
 
-def _load_imagefolder(path: str, split: str, root, image_size: int | None) -> Dataset:
+def _load_imagefolder(path: str, split: str, root, image_size: int | None,
+                      fallback_size: int | None = None) -> Dataset:
     base = Path(path).expanduser()
     if not base.is_dir():
         raise ReslabError(f"image folder {base} does not exist or is not a directory")
@@ -553,11 +596,11 @@ def _load_imagefolder(path: str, split: str, root, image_size: int | None) -> Da
         raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ "
                                 f"and {split}/ sub-folders, or evaluate a run on its validation split "
                                 "(reslab eval --split val)")
-    arrays, meta = _load_folder(folder, root, image_size)
+    arrays, meta = _load_folder(folder, root, image_size, fallback_size=fallback_size)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     if folder != base and split != "train" and (base / "train").is_dir():
         # Evaluation data is normalized with the training set's statistics.
-        train_meta = _load_folder(base / "train", root, image_size, warn=False)[1]
+        train_meta = _load_folder(base / "train", root, image_size, warn=False, fallback_size=fallback_size)[1]
         if train_meta["classes"] != meta["classes"]:
             raise ReslabError(f"{folder} and {base / 'train'} have different class folders; "
                               "labels would not match")

@@ -45,7 +45,9 @@ class TrainConfig:
     epochs: int | None = None
     iters: int | None = 64000
     batch_size: int = 128
-    val_size: float = 5000  # images held out of train for model choice; <1 = fraction; 0 = none
+    # images held out of train for model choice: a count, a fraction < 1, 0 for none; None fits the
+    # data (10%, at most 5,000, none for tiny sets: reslab.data.holdout)
+    val_size: float | None = None
     # optimizer
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -119,7 +121,10 @@ class TrainConfig:
         _range("gamma", self.gamma, 0.0, 1.0, low_open=True)
         _range("warmup_start", self.warmup_start, 0.0, 1.0)
         _range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _range("val_size", self.val_size, 0.0, float("inf"))
+        if self.val_size is not None:
+            _range("val_size", self.val_size, 0.0, float("inf"))
+            if self.val_size >= 1 and self.val_size != int(self.val_size):
+                raise ReslabError(f"val_size must be an image count, a fraction in (0, 1) or 0, got {self.val_size}")
         if self.warmup_iters < 0:
             raise ReslabError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):

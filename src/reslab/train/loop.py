@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ReslabError
-from ..models import compiled_batchnorm, load_weights, model_info
+from ..models import compiled_batchnorm, list_models, load_weights, model_info
 from ..runtime import cpu_name, tune_allocator
 from .checkpoint import (
     export_safetensors,
@@ -185,17 +185,16 @@ class Data:
 
 def load_data(cfg: TrainConfig, with_test: bool = True) -> Data:
     """Train/val/test Datasets of `cfg.data`; val is held out of train (stratified, seeded)."""
-    from ..data import DataWarning, MissingSplitError, load, split
+    from ..data import DataWarning, MissingSplitError, holdout, load
 
-    full = load(cfg.data, split="train", root=cfg.data_dir)
-    train, val = full, None
-    if cfg.val_size:
-        size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
-        train, val = split(full, val_size=size, seed=cfg.seed)
+    # photos of different sizes are fitted to the run's resize, else to the model's default input
+    fallback = cfg.resize or (model_info(cfg.model).input_size[-1] if cfg.model in list_models() else None)
+    full = load(cfg.data, split="train", root=cfg.data_dir, fallback_size=fallback)
+    train, val = holdout(full, cfg.val_size, cfg.seed)
     test = None
     if with_test:
         try:
-            test = load(cfg.data, split="test", root=cfg.data_dir)
+            test = load(cfg.data, split="test", root=cfg.data_dir, fallback_size=fallback)
         except MissingSplitError:  # e.g. one folder of class folders: train and validate on it
             warnings.warn(f"{cfg.data} has no test split (no test/ sub-folder): this run ends without a test "
                           "evaluation; the validation split still picks the model", DataWarning, stacklevel=2)
