@@ -45,9 +45,17 @@ def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
         return wrap(model, *args)
 
     loop._wrap = keep
+    seen = []
+    forward_backward = loop.forward_backward
+
+    def record(model, x, y, *args):  # the images this rank trains on, step by step
+        seen.append((x.clone(), y.clone()))
+        return forward_backward(model, x, y, *args)
+
+    loop.forward_backward = record
     result = train(_config(), out, progress=False)
     params = {name: p.detach().clone() for name, p in models[0].named_parameters()}
-    torch.save({"steps": result.steps, "params": params}, f"{weights}.{rank}.pt")
+    torch.save({"steps": result.steps, "params": params, "seen": seen[:3]}, f"{weights}.{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -79,6 +87,16 @@ def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
     assert config["env"]["world_size"] == WORLD
     ranks = [torch.load(tmp_path / f"w.{rank}.pt", weights_only=True) for rank in range(WORLD)]
     assert [r["steps"] for r in ranks] == [30] * WORLD
+    # each rank trained on its own slice of the global batch: disjoint, and together the whole batch
+    from reslab.train.loop import load_data, make_loader
+
+    cfg = _config()
+    loader = make_loader(load_data(cfg, with_test=False).train, cfg, True, torch.device("cpu"))
+    for step in range(3):
+        gx, gy = loader.batch(0, step)
+        for rank in range(WORLD):
+            x, y = ranks[rank]["seen"][step]
+            assert torch.equal(x, gx[rank::WORLD]) and torch.equal(y, gy[rank::WORLD]), (step, rank)
     # gradients were averaged every step: the ranks hold the same weights, and rank 0 saved them
     for name, p in ranks[0]["params"].items():
         assert torch.equal(p, ranks[1]["params"][name]), name

@@ -77,8 +77,10 @@ def digits_teacher(tmp_path_factory, digits_data):
 
 
 @pytest.mark.parametrize("changes", [{"amp": "none"}, {"amp": "bf16"}, {"amp": "none", "sam_rho": 0.05},
-                                     {"amp": "none", "teacher": "digits_teacher"}],
-                         ids=["fp32", "bf16", "sam", "distill"])
+                                     {"amp": "none", "teacher": "digits_teacher"},
+                                     # stochastic depth draws from the global RNG: resume must restore it
+                                     {"amp": "none", "model_args": {"drop_path_rate": 0.2}}],
+                         ids=["fp32", "bf16", "sam", "distill", "drop_path"])
 def test_resume_is_bit_exact(tmp_path, digits_data, changes, request):
     """N steps, interrupt (as Ctrl-C), resume for N more == 2N uninterrupted steps, to the bit."""
     if "teacher" in changes:

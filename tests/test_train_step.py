@@ -1,0 +1,142 @@
+"""The settings of a recipe reach the optimizer and the loss; evaluation counts right; the end
+of a run reports, tests and exports the checkpoint it chose.
+
+The first step of a run is recomputed here by hand, from the same starting weights
+(`init`) and the loader's first batch: the loss with the configured label smoothing, the
+gradient, clipping of its global norm, weight decay on the right parameters, and SGD's
+first momentum step with or without Nesterov. Each expectation is written from the
+formulas, not from reslab's own helpers.
+"""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reslab.models import create_model
+from reslab.train import TrainConfig, load_checkpoint, train
+from reslab.train.loop import evaluate, load_data, make_loader
+
+
+def _cfg(**changes) -> TrainConfig:
+    base = dict(model="resnet20", model_args={"depth": 8}, data="digits", iters=1, batch_size=32, val_size=0,
+                lr=0.5, momentum=0.9, schedule="constant", augment=None, amp="none", compile="off",
+                threads=1, device="cpu", log_every=1, test=False, channels_last=False, foreach=False)
+    return TrainConfig(**{**base, **changes})
+
+
+def _first_step(tmp_path, cfg: TrainConfig):
+    """(weights before, weights after one step of `cfg`, logged loss, the batch), from a run."""
+    torch.manual_seed(1)
+    start = create_model("resnet20", depth=8, num_classes=10, in_chans=1)
+    for m in start.modules():  # non-trivial BN affine: decay on it must show
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    torch.save(start.state_dict(), tmp_path / "start.pth")
+    cfg = cfg.replace(init=str(tmp_path / "start.pth"))
+    train(cfg, tmp_path / "run", progress=False)
+    after = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    loss = next(r["loss"] for r in logged if r["kind"] == "step")
+    data = load_data(cfg, with_test=False)
+    loader = make_loader(data.train, cfg, True, torch.device("cpu"))
+    x, y = loader.batch(0, 0)
+    return start, after, loss, (x, y)
+
+
+def _expected(start: nn.Module, x, y, *, lr, momentum, wd, nesterov, smoothing, clip, decay_1d):
+    model = start.train()
+    logits = model(x)
+    # label smoothing by its definition: (1 - e) * one-hot + e / K
+    k = logits.shape[1]
+    target = (1 - smoothing) * F.one_hot(y, k).float() + smoothing / k
+    loss = -(target * F.log_softmax(logits, 1)).sum(1).mean()
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    if clip is not None:
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        grads = [g * min(1.0, clip / (norm.item() + 1e-6)) for g in grads]
+    new = {}
+    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
+        d = g + (wd * p.detach() if (p.ndim > 1 or decay_1d) else 0)
+        buf = d  # SGD's first step: the momentum buffer is the gradient itself
+        step = d + momentum * buf if nesterov else buf
+        new[name] = p.detach() - lr * step
+    return loss.item(), new
+
+
+@pytest.mark.parametrize("settings", [
+    dict(weight_decay=0.05, decay_norm_and_bias=False, nesterov=True, grad_clip=0.5, label_smoothing=0.3),
+    dict(weight_decay=0.05, decay_norm_and_bias=True, nesterov=False, grad_clip=None, label_smoothing=0.0),
+], ids=["spare-1d-nesterov-clip-smooth", "decay-all-plain"])
+def test_first_step_follows_the_recipe(tmp_path, settings):
+    cfg = _cfg(**settings)
+    start, after, logged_loss, (x, y) = _first_step(tmp_path, cfg)
+    loss, expected = _expected(start, x, y, lr=cfg.lr, momentum=cfg.momentum, wd=cfg.weight_decay,
+                               nesterov=cfg.nesterov, smoothing=cfg.label_smoothing, clip=cfg.grad_clip,
+                               decay_1d=cfg.decay_norm_and_bias)
+    assert logged_loss == pytest.approx(loss, rel=1e-5)
+    for name, value in expected.items():
+        assert torch.allclose(after[name], value, rtol=1e-4, atol=1e-6), name
+    # the settings matter at this size: without them the weights would be elsewhere
+    _, other = _expected(start, x, y, lr=cfg.lr, momentum=cfg.momentum, wd=0.0, nesterov=not cfg.nesterov,
+                         smoothing=0.0, clip=None, decay_1d=True)
+    assert not torch.allclose(after["fc.weight"], other["fc.weight"], rtol=1e-3, atol=1e-5)
+
+
+class _Logits(nn.Module):
+    """A 'model' whose input is already its logits."""
+
+    def forward(self, x):
+        return x
+
+
+def test_evaluate_counts_by_hand():
+    # 4 classes, 6 samples; rows of the confusion matrix are the true classes
+    logits = torch.tensor([[9., 1., 0., 0.],   # true 0, predicted 0
+                           [1., 9., 0., 0.],   # true 0, predicted 1
+                           [0., 9., 1., 0.],   # true 1, predicted 1
+                           [0., 0., 1., 9.],   # true 2, predicted 3; 2 ranks second
+                           [9., 0., 0., 1.],   # true 3, predicted 0; 3 ranks second
+                           [0., 0., 9., 1.]])  # true 2, predicted 2
+    y = torch.tensor([0, 0, 1, 2, 3, 2])
+    r = evaluate(_Logits(), [(logits[:4], y[:4]), (logits[4:], y[4:])], num_classes=4)
+    assert r.confusion.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0]]
+    assert r.top1 == pytest.approx(3 / 6)
+    assert r.per_class == pytest.approx([0.5, 1.0, 0.5, 0.0])
+    # top-5 with 4 classes is every hit; check top-k on a 7-class case where the truth ranks 2nd-5th or 6th
+    logits7 = torch.tensor([[7., 6., 5., 4., 3., 2., 1.]] * 3)
+    y7 = torch.tensor([1, 4, 5])  # ranks 2, 5, 6
+    r7 = evaluate(_Logits(), [(logits7, y7)], num_classes=7)
+    assert r7.top1 == 0 and r7.top5 == pytest.approx(2 / 3)
+    expected_loss = F.cross_entropy(torch.cat([logits, ]), y).item()
+    assert r.loss == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_a_run_that_peaks_early_reports_tests_and_exports_best(tmp_path):
+    """The lr climbs to a value that wrecks the net: validation peaks early, so best.pt is not
+    last.pt, and the test figure, summary and model.safetensors must all come from best.pt."""
+    cfg = TrainConfig(model="resnet20", model_args={"depth": 8}, data="digits", epochs=4, iters=None,
+                      batch_size=64, val_size=300, lr=8.0, momentum=0.9, schedule="constant",
+                      warmup_iters=80, warmup_start=0.01, grad_clip=1.0, augment=None, amp="none",
+                      compile="off", threads=1, device="cpu", log_every=5)
+    result = train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["state"]["step"] < last["state"]["step"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["chosen"] == "best.pt"
+    # the test figure is best.pt's, recomputed here
+    from reslab.predict import evaluate_checkpoint
+
+    on_best, _ = evaluate_checkpoint(run / "best.pt")
+    on_last, _ = evaluate_checkpoint(run / "last.pt")
+    assert abs(on_best.top1 - on_last.top1) > 0.05  # the two checkpoints really differ
+    assert result.test.top1 == pytest.approx(on_best.top1) and summary["test"]["top1"] == pytest.approx(on_best.top1)
+    from safetensors.torch import load_file
+
+    exported = load_file(run / "model.safetensors")
+    for k, v in best["model"].items():
+        assert torch.equal(exported[k], v), k
