@@ -77,10 +77,12 @@ def test_cifar_augment_is_pad_crop_flip():
                  (0.0,) * 3, (1 / 255,) * 3, "same")
     x = torch.cat([b for b, _ in Loader(ds, batch_size=500, augment="cifar", seed=0)])
     img = ds.images[0].float()
-    padded = torch.nn.functional.pad(img, (PAD,) * 4)
+    pad = 4  # the paper's 4-pixel zero padding (section 4.2), written out, not read from the loader
+    assert PAD == pad
+    padded = torch.nn.functional.pad(img, (pad,) * 4)
     crops = {}
-    for dy in range(2 * PAD + 1):
-        for dx in range(2 * PAD + 1):
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
             crop = padded[:, dy:dy + h, dx:dx + w]
             crops[(dy, dx, 0)] = crop
             crops[(dy, dx, 1)] = crop.flip(2)
@@ -90,7 +92,7 @@ def test_cifar_augment_is_pad_crop_flip():
         assert match, f"sample {i} is not a padded crop (or its mirror) of the image"
         seen[match[0]] = seen.get(match[0], 0) + 1
     offsets = {(dy, dx) for dy, dx, _ in seen}
-    assert len(offsets) == (2 * PAD + 1) ** 2  # every offset drawn
+    assert len(offsets) == (2 * pad + 1) ** 2 == 81  # every offset drawn
     flips = sum(v for (_, _, f), v in seen.items() if f) / n
     assert 0.45 < flips < 0.55
 

@@ -20,6 +20,9 @@ def _trained_like(name: str, **kw) -> nn.Module:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            # a trained affine too: folding must carry gamma and beta, not only the statistics
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
     return model.eval()
 
 
