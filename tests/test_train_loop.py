@@ -380,3 +380,25 @@ def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
     for key in ("bn1.running_mean", "bn1.running_var", "layer3.2.bn2.running_var"):
         torch.testing.assert_close(compiled[key], eager[key], atol=1e-3, rtol=1e-2)
     assert compiled["bn1.num_batches_tracked"].item() == 6
+
+
+def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, digits_data, monkeypatch):
+    """Weights that went to inf before the loss did: last.pt keeps the last finite step."""
+    import reslab.train.loop as loop
+
+    real = loop.optimizer_step
+    calls = {"n": 0}
+
+    def poison_fifth(opt, model, cfg, scaler):
+        real(opt, model, cfg, scaler)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the update of step 5 blows up; the loss shows it at step 6
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(loop, "optimizer_step", poison_fifth)
+    with pytest.raises(NonFiniteLoss, match="the weights had diverged: .*keeps step 4"):
+        train(tiny(iters=30, ckpt_every=2), tmp_path / "inf", progress=False, data=digits_data)
+    ckpt = load_checkpoint(tmp_path / "inf" / "last.pt")
+    assert ckpt["state"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

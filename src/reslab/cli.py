@@ -336,13 +336,16 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     import torch
 
     from .bench import bench_inference, bench_train
     from .models import list_models
 
+    if args.json:
+        from .outputs import check_output
+
+        check_output(args.json, (".json",), "JSON report")  # before minutes of timing, not after
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -361,7 +364,9 @@ def _run_bench(args: argparse.Namespace) -> None:
     for report in reports:
         print(report)
     if args.json:
-        Path(args.json).write_text("[" + ",\n".join(r.to_json() for r in reports) + "]\n")
+        from .outputs import write_text
+
+        write_text(args.json, "[" + ",\n".join(r.to_json() for r in reports) + "]\n", (".json",), "JSON report")
 
 
 def _add_export(sub) -> None:
@@ -452,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except FileNotFoundError as e:
         print(f"reslab: error: no such file or directory: {e.filename or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # a full disk, a read-only folder, a name the file system refuses
+        print(f"reslab: error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)

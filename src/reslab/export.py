@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ReslabError, torch_load
+from .outputs import check_output, output_file
 
 # --- BN folding -------------------------------------------------------------
 
@@ -199,6 +200,9 @@ class _Exportable(nn.Module):
         return self.model(x)
 
 
+PT2_SUFFIXES = (".pt2",)  # torch.export and AOTInductor packages
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -216,7 +220,7 @@ def export_onnx(
     path = Path(path)
     model = fold_bn(model) if fold else copy.deepcopy(model).eval()
     x = _example(model, input_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, (".onnx",), "ONNX file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -224,7 +228,8 @@ def export_onnx(
             input_names=["input"], output_names=["logits"],
             dynamic_shapes=_batch_dim(dynamic_batch), external_data=False, verbose=False,
         )
-    program.save(str(path), external_data=False)
+    with output_file(path, (".onnx",), "ONNX file") as tmp:
+        program.save(str(tmp), external_data=False)
     return path
 
 
@@ -260,15 +265,16 @@ def export_pt2(
     path = Path(path)
     model = fold_bn(model) if fold else copy.deepcopy(model).eval()
     x = _example(model, input_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, PT2_SUFFIXES, "torch.export package")
     with torch.no_grad():
         program = torch.export.export(_Exportable(model), (x,), dynamic_shapes=_batch_dim(dynamic_batch))
-        if not aoti:
-            torch.export.save(program, str(path))
-            return path
-        torch._inductor.aoti_compile_and_package(
-            program, package_path=str(path), inductor_configs={"freezing": True}
-        )
+        with output_file(path, PT2_SUFFIXES, "torch.export package") as tmp:
+            if aoti:
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(tmp), inductor_configs={"freezing": True}
+                )
+            else:
+                torch.export.save(program, str(tmp))
     return path
 
 
@@ -277,9 +283,9 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    with output_file(path, (".safetensors",), "safetensors file") as tmp:
+        save_file(state, str(tmp))
     return path
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import ReslabError
 from ..runtime import cpu_name
 from ..train import TrainConfig, read_metrics
+from ..train.config import SPEED_ONLY
 from ..train.logging import _curves, _smooth
 from .paper import Net, experiment_nets, paper_error, paper_params
 from .responses import layer_responses, plot_responses
@@ -65,8 +66,7 @@ def _data_name(cfg: TrainConfig) -> str:
 
 
 def _recipe(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in json.loads(cfg.to_json()).items()
-            if k not in ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")}
+    return {k: v for k, v in json.loads(cfg.to_json()).items() if k not in SPEED_ONLY}
 
 
 def _recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ReslabError
 from ..train import TrainConfig, preset, read_metrics, train
+from ..train.config import recipe_differences
 from ..train.loop import Dist, evaluate, load_data, make_loader, resolve_device
 from .paper import TRAINED, Net, experiment_nets
 from .report import write_report
@@ -62,10 +63,6 @@ def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
     return base.replace(**changes)
 
 
-# Fields that change how fast a run goes or where its data is cached, not what it computes.
-_SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")
-
-
 def check_recipe(path: Path, cfg: TrainConfig) -> None:
     """Refuses a run directory that holds a run of another recipe (speed settings may differ)."""
     saved_path = path / "config.json"
@@ -76,11 +73,10 @@ def check_recipe(path: Path, cfg: TrainConfig) -> None:
     except (OSError, ValueError) as e:
         raise ReslabError(f"{saved_path} is unreadable ({e}); remove the run directory or pass another --out") \
             from None
-    want = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in _SPEED_ONLY}
-    defaults = json.loads(TrainConfig(model=cfg.model).to_json())  # fields newer than the saved run
-    differ = [k for k, v in want.items() if saved.get(k, defaults[k]) != v]
+    differ = recipe_differences(saved, cfg)
     if differ:
-        shown = ", ".join(f"{k} {saved.get(k, defaults[k])!r} there, {want[k]!r} here" for k in differ[:3])
+        want = json.loads(cfg.to_json())
+        shown = ", ".join(f"{k} {saved.get(k)!r} there, {want[k]!r} here" for k in differ[:3])
         raise ReslabError(f"{path} holds a run with another recipe ({shown}); pass another --out or remove it")
 
 

@@ -179,6 +179,18 @@ class TrainConfig:
         return self.replace(**changes)
 
 
+# Fields that change how fast a run goes or where its data is cached, not what it computes.
+SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")
+
+
+def recipe_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The fields in which a saved config.json (a dict) computes something other than `cfg`;
+    speed settings aside. Fields newer than the saved file count at their defaults."""
+    want = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in SPEED_ONLY}
+    defaults = json.loads(TrainConfig(model=cfg.model).to_json())
+    return [k for k, v in want.items() if saved.get(k, defaults[k]) != v]
+
+
 def parse_value(text: str) -> Any:
     """'0.1' -> 0.1, 'true' -> True, 'none'/'null' -> None, '[1,2]' -> [1, 2], 'abc' -> 'abc'."""
     if text.lower() in ("none", "null"):

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..outputs import output_file
+
 
 class MetricsLog:
     """Appends JSON lines to `path`; a no-op when `enabled` is False (ranks > 0)."""
@@ -126,6 +128,9 @@ def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
               title: str | None = None, smooth: int = 5) -> Path:
     """Error and loss vs iterations for one or more runs, as the paper's Figure 6.
@@ -163,11 +168,12 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    try:
+        with output_file(out, PLOT_SUFFIXES, "plot") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(out)
 
 
 def _smooth(ys: Sequence[float], k: int) -> list[float]:
@@ -203,10 +209,12 @@ def plot_confusion(matrix: Any, classes: Sequence[str], out: str | Path, title: 
         ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    try:
+        with output_file(out, PLOT_SUFFIXES, "plot") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(out)
 
 
 # --- many runs at a glance ----------------------------------------------------------

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
+from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig, recipe_differences
 from .logging import MetricsLog, Progress, plot_runs
 from .schedule import lr_at
 
@@ -190,6 +190,9 @@ def load_data(cfg: TrainConfig, with_test: bool = True) -> Data:
     # photos of different sizes are fitted to the run's resize, else to the model's default input
     fallback = cfg.resize or (model_info(cfg.model).input_size[-1] if cfg.model in list_models() else None)
     full = load(cfg.data, split="train", root=cfg.data_dir, fallback_size=fallback)
+    if len(full.classes) < 2:
+        raise ReslabError(f"{cfg.data} has {len(full.classes)} class ({', '.join(full.classes)}); a classifier needs "
+                          "at least 2 class folders")
     train, val = holdout(full, cfg.val_size, cfg.seed)
     test = None
     if with_test:
@@ -223,7 +226,13 @@ def build_model(name: str, model_args: dict[str, Any], image_size: tuple[int, in
 
 
 def model_args_for(cfg: TrainConfig, data: Data) -> dict[str, Any]:
-    return {"num_classes": len(data.classes), "in_chans": data.image_size[0], **cfg.model_args}
+    """The model's arguments: the classifier and input channels sized from the data."""
+    fitted = {"num_classes": len(data.classes), "in_chans": data.image_size[0]}
+    for key, value in fitted.items():
+        if key in cfg.model_args and cfg.model_args[key] != value:
+            raise ReslabError(f"model_args {key}={cfg.model_args[key]!r}, but {cfg.data} has {value} "
+                              f"{'classes' if key == 'num_classes' else 'channels'}; drop it (it is sized from the data)")
+    return {**fitted, **cfg.model_args}
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -462,6 +471,18 @@ def save(run: Run, out: Path, name: str, dist: Dist) -> Path | None:
     return save_checkpoint(checkpoint_payload(run), out / name, keep_previous=(name == "last.pt"))
 
 
+def _save_if_finite(run: Run, out: Path, dist: Dist) -> str:
+    """Checkpoints the run if its weights and statistics are all finite; where they are not
+    (they diverged before the loss did) the last checkpoint on disk stays. Says which."""
+    states = [_unwrap(run.model).state_dict(), run.ema.module.state_dict() if run.ema else {}]
+    if all(torch.isfinite(v).all() for sd in states for v in sd.values() if v.is_floating_point()):
+        return f"last good step saved to {save(run, out, 'last.pt', dist)}"
+    if (out / "last.pt").exists():
+        step = load_checkpoint(out / "last.pt")["state"]["step"]
+        return f"the weights had diverged: {out / 'last.pt'} keeps step {step}, the last checkpoint"
+    return "the weights had diverged before the first checkpoint: nothing to resume"
+
+
 # --- the loop ----------------------------------------------------------------------------
 def _batches(loader: Any, state: RunState) -> Iterator[tuple[Tensor, Tensor]]:
     loader.set_epoch(state.epoch, start_batch=state.batch)
@@ -504,6 +525,20 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     """
     out = Path(out)
     dist = dist_from_env()
+    if resume and (done := finished_result(out)) is not None:
+        if progress and dist.main:
+            print(f"{out} is finished ({done.steps} steps); nothing to do")
+        return done
+    if resume and not (out / "last.pt").is_file():
+        raise ReslabError(f"no checkpoint {out / 'last.pt'} to resume: {out} holds no reslab run")
+    if not resume and cfg is not None:
+        _check_new_run_dir(out, cfg)
+    with _exclusive(out, dist):
+        return _train(cfg, out, resume, progress, data, on_step, dist)
+
+
+def _train(cfg: TrainConfig | None, out: Path, resume: bool, progress: bool, data: Data | None,
+           on_step: Callable[[int], None] | None, dist: Dist) -> TrainResult:
     run, log = _setup(cfg, out, resume, data, dist)
     train_loader = make_loader(run.data.train, run.cfg, True, next(run.model.parameters()).device)
     bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
@@ -527,13 +562,77 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     return _finish(run, out, log, dist, seconds, images, progress)
 
 
+def finished_result(out: Path) -> TrainResult | None:
+    """The outcome of a finished run in `out` (its summary.json), or None if it is not finished."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        if summary["steps"] != load_checkpoint(out / "last.pt")["state"]["step"]:
+            return None  # a finished run extended and stopped again
+    except (OSError, ValueError, KeyError):
+        return None
+    t = summary.get("test")
+    test = None if t is None else EvalResult(t["n"], t["loss"], t["top1"], t["top5"], t["per_class"],
+                                             torch.zeros(0, 0, dtype=torch.int64))
+    return TrainResult(out, summary["steps"], summary.get("best_val_acc"), test, summary.get("train_seconds", 0.0),
+                       summary.get("train_img_s", 0.0))
+
+
+def _check_new_run_dir(out: Path, cfg: TrainConfig) -> None:
+    """A new run goes into a new or empty directory, or one where the same recipe died before
+    its first checkpoint (it starts over); anything else is refused, never mixed or overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ReslabError(f"{out} is a file; --out takes a directory for the run")
+    if (out / "last.pt").exists():
+        raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if not files:
+        return
+    if set(files) <= {"config.json", "metrics.jsonl"} and "config.json" in files:
+        try:
+            saved = json.loads((out / "config.json").read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved is not None and not recipe_differences(saved, cfg):
+            (out / "metrics.jsonl").unlink(missing_ok=True)  # the same run, killed before its first checkpoint
+            return
+        raise ReslabError(f"{out} holds the start of another run (its config.json, no checkpoint yet); "
+                          "remove it or pick another --out")
+    raise ReslabError(f"{out} holds files that are not a reslab run ({', '.join(files[:3])}"
+                      f"{', ...' if len(files) > 3 else ''}); pick another --out or an empty directory")
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path, dist: Dist) -> Iterator[None]:
+    """One process trains into a run directory at a time (a lock the kernel drops when it dies)."""
+    if not dist.main:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on Windows
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ReslabError(f"cannot write the run directory {out}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ReslabError(f"another process is training into {out}; wait for it or pick another --out") \
+                from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: Dist) -> tuple[Run, MetricsLog]:
     payload = None
     if resume:
         payload = load_checkpoint(out / "last.pt")
         cfg = TrainConfig.from_dict(payload["config"])
-    elif (out / "last.pt").exists():
-        raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
     model_info(cfg.model)  # an unknown model name fails here, before any data is read
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -659,10 +758,9 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
             loss, correct = forward_backward(run.model, x, y, cfg.label_smoothing, amp, run.scaler, soft)
             if not math.isfinite(loss_value := loss.item()):
                 run.opt.zero_grad(set_to_none=True)
-                path = save(run, out, "last.pt", dist)
                 log.write("event", step=state.step, message=f"non-finite loss {loss_value}")
-                raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped, "
-                                    f"last good step saved to {path}; lower lr or set grad_clip")
+                raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped; "
+                                    f"{_save_if_finite(run, out, dist)}; lower lr or set grad_clip")
             if cfg.sam_rho is not None:
                 sharpness_aware_pass(run.model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, run.scaler, soft)
             optimizer_step(run.opt, run.model, cfg, run.scaler)

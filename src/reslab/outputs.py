@@ -1,0 +1,67 @@
+"""One rule for every file reslab writes on a user's request (exports, plots, JSON reports).
+
+`output_file(path, suffixes, what)` refuses, in one line, a path that would replace
+a file reslab did not write for this purpose: a directory, a run's own files
+(checkpoints, config, metrics, weights), or an existing file of another kind (its
+suffix is not one of `suffixes`). The new file is written beside the target under a
+temporary name, flushed to disk and renamed over it, so a failed write (a full disk,
+a read-only folder) leaves the old file as it was and no temporary file behind.
+
+    with output_file("r20.onnx", (".onnx",), "ONNX file") as tmp:
+        program.save(str(tmp))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ReslabError
+
+# What a run directory holds that only training writes (curves.png is a plot: plots may redraw it).
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "prev.pt", "best.pt", "model.safetensors", "summary.json")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+    """The output path, or a ReslabError saying why reslab will not write there."""
+    path = Path(path)
+    if path.is_dir():
+        raise ReslabError(f"{path} is a directory; give a file name for the {what} (e.g. {path / ('out' + suffixes[0])})")
+    if path.name in RUN_FILES and is_run_dir(path.parent):
+        raise ReslabError(f"{path} belongs to the run in {path.parent}; write the {what} elsewhere")
+    if path.exists() and path.suffix.lower() not in suffixes:
+        raise ReslabError(f"{path} exists and is not a {what} ({' or '.join(suffixes)}); reslab does not replace it: "
+                          "choose another name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ReslabError(f"{path.parent} is a file, not a directory")
+    return path
+
+
+@contextlib.contextmanager
+def output_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Iterator[Path]:
+    """Yields a temporary path to write the file to; renames it over `path` when the block ends."""
+    path = check_output(path, suffixes, what)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # writers pick formats by suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ReslabError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str, suffixes: tuple[str, ...], what: str) -> Path:
+    with output_file(path, suffixes, what) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -1,0 +1,208 @@
+"""Bad input across the CLI: one line on stderr, exit status 2, no traceback, and nothing of
+a user's run or files changed. Each case runs against a finished reference run and a folder
+of the user's own files, whose checksums must come out unchanged."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reslab.cli import main
+
+TRAIN = ["train", "--model", "resnet20", "--data", "digits", "--iters", "4", "--quiet", "--set", "batch_size=32",
+         "--set", "threads=1", "--set", "compile=off", "--set", "device=cpu", "--set", "augment=none"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A finished run, a user's folder (notes, a config.json, images of one class, a 16-bit PNG)."""
+    root = tmp_path_factory.mktemp("world")
+    assert main([*TRAIN, "--out", str(root / "run")]) == 0
+    user = root / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes\n")
+    (user / "config.json").write_text('{"mine": true}\n')
+    (user / "results.json").write_text('{"mine": true}\n')
+    (user / "empty.txt").write_text("")
+    one = user / "oneclass" / "cats"
+    one.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(one / f"{i}.png")
+    (user / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return root
+
+
+def _checksums(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+R, U = "{run}", "{user}"
+CASES = [
+    # names
+    (["train", "--model", "resnet21", "--data", "digits", "--out", "{new}"], "unknown model"),
+    (["train", "--data", "cifar11", "--out", "{new}"], "unknown dataset"),
+    (["train", "--preset", "nope", "--out", "{new}"], "invalid choice"),
+    (["summary", "resnet999"], "unknown model"),
+    (["models", "--sort", "nope"], "unrecognized arguments"),
+    (["bench", "--models", "resnet999"], "unknown model"),
+    (["experiment", "nope"], "invalid choice"),
+    (["experiment", "depth", "--nets", "resnet-9", "--depths", "8", "--out", "{new}"], "has no net"),
+    # config values
+    (["train", "--data", "digits", "--set", "lr=abc", "--out", "{new}"], "lr must be in"),
+    (["train", "--data", "digits", "--set", "lr", "--out", "{new}"], "key=value"),
+    (["train", "--data", "digits", "--set", "nosuch=1", "--out", "{new}"], "unknown config field"),
+    (["train", "--data", "digits", "--set", "val_size=1.5", "--out", "{new}"], "val_size must be"),
+    (["train", "--data", "digits", "--set", "batch_size=0", "--out", "{new}"], "batch_size must be"),
+    (["train", "--data", "digits", "--set", "model_args=notjson", "--out", "{new}"], "model_args must be"),
+    (["train", "--data", "digits", "--set", 'model_args={"shortcut":"D"}', "--iters", "1", "--out", "{new}"],
+     "bad argument for model"),
+    (["train", "--data", "digits", "--set", 'model_args={"num_classes":5}', "--iters", "1", "--set", "threads=1",
+      "--out", "{new}"], "has 10 classes"),
+    (["train", "--data", "digits", "--set", 'model_args={"num_classes":-1}', "--iters", "1", "--set", "threads=1",
+      "--out", "{new}"], "num_classes"),
+    (["train", "--data", "digits", "--epochs", "0", "--out", "{new}"], "positive integer"),
+    (["train", "--data", "digits", "--set", "milestones=[0.9,0.5]", "--out", "{new}"], "milestones must be"),
+    (["train", "--data", "digits", "--set", "amp=fp8", "--out", "{new}"], "amp must be one of"),
+    (["train", "--data", "digits", "--set", "warmup_lr=0.01", "--out", "{new}"], "go together"),
+    # data
+    (["train", "--data", "imagefolder:/nonexistent/photos", "--out", "{new}"], "does not exist"),
+    (["train", "--data", "imagefolder:" + U + "/oneclass", "--iters", "1", "--set", "threads=1", "--out", "{new}"],
+     "at least 2 class"),
+    (["train", "--data", "imagefolder:" + U + "/notes.txt", "--out", "{new}"], "not a directory"),
+    # run directories: never overwritten, mixed or taken over
+    (["train", "--data", "digits", "--out", R], "already holds a run"),
+    (["train", "--data", "digits", "--out", R + "/config.json"], "is a file"),
+    (["train", "--data", "digits", "--out", U], "not a reslab run"),
+    (["train", "--resume", "/nonexistent/run"], "no checkpoint"),
+    (["train", "--resume", U], "no checkpoint"),
+    (["train", "--resume", R, "--set", "lr=0.5"], "own config"),
+    # checkpoints and weights
+    (["eval", "/nonexistent/run"], "no checkpoint"),
+    (["eval", U + "/notes.txt"], "corrupt or truncated"),
+    (["eval", R, "--split", "nosuch"], "invalid choice"),
+    (["eval", R, "--data", "cifar11"], "unknown dataset"),
+    (["predict", R, "/nonexistent/cat.jpg"], "no such image file"),
+    (["predict", R, U + "/corrupt.png"], "cannot read"),
+    (["predict", U + "/notes.txt", U + "/corrupt.png"], "corrupt or truncated"),
+    (["export", U + "/notes.txt", "--out", "{new}.onnx"], "corrupt or truncated"),
+    (["export", "--model", "resnet999", "--out", "{new}.onnx"], "unknown model"),
+    # outputs that hold a user's or a run's file
+    (["export", R, "--format", "onnx", "--out", R + "/best.pt"], "belongs to the run"),
+    (["export", R, "--format", "onnx", "--out", U + "/notes.txt"], "reslab does not replace it"),
+    (["export", R, "--format", "safetensors", "--out", R + "/model.safetensors"], "belongs to the run"),
+    (["export", R, "--format", "onnx", "--out", U], "is a directory"),
+    (["bench", "--models", "resnet20", "--json", R + "/prev.pt", "--repeats", "1"], "belongs to the run"),
+    (["bench", "--models", "resnet20", "--json", U + "/notes.txt", "--repeats", "1"], "reslab does not replace"),
+    (["eval", R, "--confusion", R + "/last.pt"], "belongs to the run"),
+    (["eval", R, "--confusion", U + "/notes.txt"], "reslab does not replace it"),
+    (["plot", R, "--out", R + "/summary.json"], "belongs to the run"),
+    (["plot", R, "--out", U + "/results.json"], "reslab does not replace it"),
+    (["plot", U], "not a reslab run"),
+    (["runs", "/nonexistent"], "no reslab runs"),
+    (["experiment", "depth", "--depths", "8", "--collect", "--out", "{new}"], "no finished run"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(CASES)])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, argv, message, capsys, tmp_path):
+    before = _checksums(world)
+    args = [a.replace(R, str(world / "run")).replace(U, str(world / "user")).replace("{new}", str(tmp_path / "new"))
+            for a in argv]
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors (unknown choice, bad number) exit from parse_args
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert message in err, err
+    assert _checksums(world) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(world, capsys):
+    run = world / "run"
+    before = _checksums(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "is finished (4 steps)" in capsys.readouterr().out
+    assert _checksums(run) == before
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, capsys):
+    """The lock is held while a run trains, and released when its process dies."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; os.makedirs(sys.argv[1], exist_ok=True); "
+        "fd = os.open(os.path.join(sys.argv[1], '.lock'), os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"), str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([*TRAIN, "--out", str(out)]) == 2
+        assert "another process is training into" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*TRAIN, "--out", str(out)]) == 0  # the killed holder left no stuck lock
+
+
+def test_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
+    """Started again with the same recipe it starts over; with another recipe it is refused."""
+    out = tmp_path / "run"
+    train = [*TRAIN, "--set", "log_every=1"]
+    assert main([*train, "--out", str(out)]) == 0
+    for name in ("last.pt", "prev.pt", "best.pt", "model.safetensors", "summary.json", "curves.png"):
+        (out / name).unlink(missing_ok=True)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed at step 2
+    assert main([*train, "--set", "lr=0.05", "--out", str(out)]) == 2
+    assert "the start of another run" in capsys.readouterr().err
+    assert main([*train, "--out", str(out)]) == 0
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(ln)["kind"] == "step"]
+    assert steps == [1, 2, 3, 4]  # one run's records, not two mixed
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch):
+    """ENOSPC while an export is written: one line naming the path; the old file stays, no temp file."""
+    import reslab.outputs as outputs
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old")
+    real_replace = os.replace
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(outputs.os, "replace", full)
+    assert main(["export", "--model", "resnet20", "--format", "safetensors", "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"reslab: error: cannot write {target}: No space left on device"
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+
+
+def test_a_read_only_folder_is_one_line(tmp_path, capsys):
+    if os.geteuid() == 0:  # root writes into read-only folders: simulate with a file where a folder should be
+        (tmp_path / "ro").write_text("")
+        out = tmp_path / "ro" / "m.onnx"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        out = tmp_path / "ro" / "m.onnx"
+    assert main(["export", "--model", "resnet20", "--format", "safetensors", "--out",
+                 str(out.with_suffix(".safetensors"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "ro" in err
