@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from reslab.cli import main
@@ -33,7 +34,22 @@ def world(tmp_path_factory):
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(one / f"{i}.png")
     (user / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.new("L", (1, 1)).resize((1, 1)).save(user / "huge.png")
+    _make_bomb(user / "huge.png")
     return root
+
+
+def _make_bomb(path):
+    """A PNG whose header says 14000 x 14000 pixels (over PIL's decompression-bomb limit x 2)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 14000, 14000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + chunk(b"IEND", b""))
 
 
 def _checksums(root):
@@ -108,6 +124,10 @@ CASES = [
     (["plot", R, "--out", U + "/results.json"], "reslab does not replace it"),
     (["plot", U], "not a reslab run"),
     (["runs", "/nonexistent"], "no reslab runs"),
+    (["bench", "--models", ","], "names no model"),
+    (["bench", "--models", "resnet20", "--dtype", ","], "names no configuration"),
+    (["bench", "--models", "resnet20", "--device", "tpu"], "not available here"),
+    (["predict", R, U + "/huge.png"], "cannot read image"),
     (["experiment", "depth", "--depths", "8", "--collect", "--out", "{new}"], "no finished run"),
 ]
 
@@ -206,3 +226,49 @@ def test_a_read_only_folder_is_one_line(tmp_path, capsys):
                  str(out.with_suffix(".safetensors"))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "ro" in err
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: __import__("reslab").create_model(123), "a model name is a string"),
+    (lambda: __import__("reslab").load_weights(__import__("reslab").create_model("resnet20"), 12345),
+     "weights must be a file path or a state dict"),
+    (lambda: __import__("reslab.train", fromlist=["train"]).train(None, "/tmp/none"), "train needs a TrainConfig"),
+    (lambda: __import__("reslab.data", fromlist=["load"]).load(42), "a data name is a string"),
+    (lambda: __import__("reslab").create_model("resnet20", num_classes=-1), "num_classes must be"),
+])
+def test_public_functions_check_their_arguments(call, message):
+    from reslab.errors import ReslabError
+
+    with pytest.raises(ReslabError, match=message):
+        call()
+
+
+def test_odd_files_in_an_image_folder(tmp_path):
+    """A file name that is not UTF-8 and a 16-bit PNG: read, not a traceback or a white image."""
+    from reslab.data import load
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    os.rename(tmp_path / "imgs" / "a" / "0.png", os.fsencode(tmp_path / "imgs" / "a") + b"/\xff\xfe.png")
+    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63000 of 65535
+    Image.fromarray(deep).save(tmp_path / "imgs" / "b" / "deep.png")
+    ds = load(f"imagefolder:{tmp_path / 'imgs'}", root=tmp_path / "cache")
+    assert len(ds) == 7
+    b = ds.images[ds.labels == 1]
+    gray = next(img for img in b if (img[0] == img[1]).all() and (img[1] == img[2]).all())
+    want = torch.from_numpy((deep.astype(np.float64) * 255 / 65535).round().astype(np.uint8))
+    assert torch.equal(gray[0], want)
+
+
+def test_a_metrics_line_without_kind_is_skipped(world, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.0}\n[1, 2]\n')
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["runs", str(run)]) == 0

@@ -350,6 +350,13 @@ def _run_bench(args: argparse.Namespace) -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise ReslabError(f"unknown model {unknown[0]!r}; run `reslab models` for all names")
+    if not models:
+        raise ReslabError(f"--models names no model ({args.models!r}); e.g. --models resnet50,resnet20")
+    if args.mode != "train" and not [d for d in args.dtype.split(",") if d.strip()]:
+        raise ReslabError(f"--dtype names no configuration ({args.dtype!r}); e.g. --dtype fp32,bf16,int8")
+    if args.device not in (None, "cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise ReslabError(f"device {args.device!r} is not available here; use cpu"
+                          + (" or cuda" if torch.cuda.is_available() else ""))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -123,19 +123,21 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
 
 
 def read_image(path: Path, image_size: tuple[int, int, int]) -> Tensor:
-    """(C, H, W) uint8 at the model's size; grayscale or RGB as the model expects."""
+    """(C, H, W) uint8 at the model's size, fitted as the training cache fits photos (shorter
+    side, then center crop); grayscale or RGB as the model expects."""
     from PIL import Image, UnidentifiedImageError
+
+    from .data import decode_image
 
     c, h, w = image_size
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB")
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+        a = decode_image(path, size=h if (h == w) else None, mode="L" if c == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ReslabError(f"cannot read image {path}: {e}") from None
-    return data.view(h, w, c).permute(2, 0, 1).contiguous()
+    x = torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], c).permute(2, 0, 1)
+    if tuple(x.shape[1:]) != (h, w):
+        x = F.interpolate(x[None].float(), size=(h, w), mode="bilinear", antialias=True)[0].round().to(torch.uint8)
+    return x.contiguous()
 
 
 @torch.no_grad()

@@ -130,6 +130,8 @@ def load(name: str, split: str = "train", root: str | os.PathLike | None = None,
     the size to do that at only when the images differ in size (photos), with a
     one-line DataWarning; without either, such a folder is an error.
     """
+    if not isinstance(name, str):
+        raise ReslabError(f"a data name is a string such as 'cifar10' or 'imagefolder:PATH', got {name!r}")
     key = name.strip()
     if key.lower().startswith("imagefolder:"):
         return _load_imagefolder(key.split(":", 1)[1], split, root, image_size, fallback_size)
@@ -451,7 +453,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
                 ignored.append(r)
             else:
                 st = e.stat()
-                h.update(f"{r}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(f"{r}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
                 paths.append(r)
                 labels.append(label)
                 found += 1
@@ -466,8 +468,9 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
     return FolderScan(root, classes, paths, labels, ignored, h.hexdigest())
 
 
-def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Decode one image file as (H, W, 3) uint8 RGB; grayscale, RGBA, palette, CMYK converted.
+def decode_image(path: str | os.PathLike, size: int | None = None, mode: str = "RGB") -> np.ndarray:
+    """Decode one image file as (H, W, 3) uint8 RGB, or (H, W) for mode "L"; grayscale, RGBA,
+    palette, CMYK and 16-bit images converted (16-bit scaled to 8, not clipped to white).
 
     size: resize the shorter side to `size` (bilinear, antialiased) and
     center-crop a size x size square.
@@ -476,11 +479,15 @@ def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray
 
     with Image.open(path) as im:
         if size is not None and im.format == "JPEG":
-            im.draft("RGB", (size, size))  # decode at a reduced scale when much larger
+            im.draft(mode, (size, size))  # decode at a reduced scale when much larger
+        if im.mode.startswith("I"):  # 16- or 32-bit integer grayscale, e.g. a 16-bit PNG
+            deep = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray((deep * 255.0 / (65535.0 if deep.max() > 255 else 255.0)).round()
+                                 .clip(0, 255).astype(np.uint8))
         if im.mode == "P" and "transparency" in im.info:
             im = im.convert("RGBA")
-        if im.mode != "RGB":
-            im = im.convert("RGB")
+        if im.mode != mode:
+            im = im.convert(mode)
         return np.asarray(im if size is None else _fit(im, size), dtype=np.uint8)
 
 

@@ -75,8 +75,12 @@ def load_weights(model: nn.Module, weights: Mapping[str, Tensor] | str | Path,
     weights_only=True; a dict with a "model" entry is unwrapped). A mismatch
     raises ReslabError naming the first differing keys, not a wall of text.
     """
+    if not isinstance(model, nn.Module):
+        raise ReslabError(f"load_weights takes a model (an nn.Module) first, got {type(model).__name__}")
     if isinstance(weights, str | Path):
         weights = _read(Path(weights))
+    if not isinstance(weights, Mapping):
+        raise ReslabError(f"weights must be a file path or a state dict, got {type(weights).__name__}")
     state = convert_state_dict(weights)
     own = model.state_dict()
     missing = [k for k in own if k not in state]

@@ -60,6 +60,8 @@ def register_model(
 
 
 def _entry(name: str) -> ModelEntry:
+    if not isinstance(name, str):
+        raise UnknownModelError(f"a model name is a string such as 'resnet50', got {name!r}")
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -56,8 +56,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short when the run was killed
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("kind"), str):
+                records.append(record)
+            else:  # cut short, or not a record reslab wrote
                 bad.append(number)
     if bad:
         warnings.warn(f"{path}: skipped {len(bad)} unreadable line(s) ({', '.join(map(str, bad[:5]))})",

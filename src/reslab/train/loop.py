@@ -523,6 +523,11 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     `load_data(cfg)` returns, to reuse across runs of the same data, val_size
     and seed (it is not checked against cfg).
     """
+    if not resume and not isinstance(cfg, TrainConfig):
+        raise ReslabError(f"train needs a TrainConfig (e.g. preset('fast-cifar')), got {type(cfg).__name__}; "
+                          "only resume=True may leave it None")
+    if not isinstance(out, str | os.PathLike):
+        raise ReslabError(f"out must be a directory path, got {type(out).__name__}")
     out = Path(out)
     dist = dist_from_env()
     if resume and (done := finished_result(out)) is not None:
