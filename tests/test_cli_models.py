@@ -55,3 +55,29 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, needle):
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_help_and_version_do_not_import_torch():
+    """`reslab --help` answers at once: neither the parser nor `import reslab` pulls in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, reslab; from reslab.cli import build_parser; p = build_parser(); "
+            "p.format_help(); [a.choices[c].format_help() for a in p._subparsers._group_actions for c in a.choices]; "
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_lazy_exports_resolve():
+    import reslab
+    import reslab.optimize as optimize_module  # importing the module keeps reslab.optimize callable
+
+    assert callable(reslab.optimize) and callable(optimize_module) and reslab.summary("resnet20").params == 269_722
+    assert reslab.model_info("resnet50").params == 25_557_032
+    assert set(reslab.__all__) <= set(dir(reslab))
+    import pytest
+
+    with pytest.raises(AttributeError):
+        reslab.no_such_name  # noqa: B018

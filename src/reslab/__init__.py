@@ -6,32 +6,34 @@
 25557032
 """
 
-from . import data
-from .errors import ReslabError
-from .models import (
-    BasicBlock,
-    Bottleneck,
-    CifarResNet,
-    ModelInfo,
-    PreActBasicBlock,
-    PreActBottleneck,
-    ResNet,
-    ShortcutA,
-    UnknownModelError,
-    create_model,
-    list_models,
-    load_weights,
-    model_info,
-    register_model,
-)
-
-# reslab.optimize is the function; `from reslab.optimize import ...` still reaches the module.
-from .optimize import optimize
-from .runtime import tune_allocator
-from .summary import summary
-from .train import TrainConfig, preset  # the loop itself: from reslab.train import train
+from ._lazy import exports
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "BasicBlock": ".models",
+    "Bottleneck": ".models",
+    "CifarResNet": ".models",
+    "ModelInfo": ".models",
+    "PreActBasicBlock": ".models",
+    "PreActBottleneck": ".models",
+    "ResNet": ".models",
+    "ReslabError": ".errors",
+    "ShortcutA": ".models",
+    "TrainConfig": ".train",
+    "UnknownModelError": ".models",
+    "create_model": ".models",
+    "data": "",
+    "list_models": ".models",
+    "load_weights": ".models",
+    "model_info": ".models",
+    "optimize": ".optimize",
+    "preset": ".train",
+    "register_model": ".models",
+    "summary": ".summary",
+    "tune_allocator": ".runtime",
+}
+__getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ._lazy import callable_module
 from .errors import ReslabError
 from .export import fold_bn, quantize_int8
 
@@ -130,3 +131,6 @@ def optimize(
     net = fold_bn(model).requires_grad_(False)
     net = net.to(dtype=_TORCH_DTYPE[dtype], memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return InferenceModel(_Cast(net, _TORCH_DTYPE[dtype], channels_last), dtype, compile, channels_last)
+
+
+callable_module(__name__)  # `reslab.optimize(...)` is this module's optimize()

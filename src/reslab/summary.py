@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ._lazy import callable_module
 from .errors import ReslabError
 
 
@@ -174,3 +175,6 @@ def summary(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_macs = sum(m for _, m in records.values())
     return Summary(name, input_shape, rows, params, trainable, total_macs)
+
+
+callable_module(__name__)  # `reslab.summary(...)` is this module's summary()

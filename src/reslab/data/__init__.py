@@ -7,22 +7,29 @@
 (torch.Size([64, 1, 8, 8]), torch.int64)
 """
 
-from .datasets import (
-    NAMES,
-    STATS,
-    Dataset,
-    DataWarning,
-    MissingSplitError,
-    channel_stats,
-    decode_image,
-    holdout,
-    load,
-    scan_folder,
-    split,
-)
-from .download import RESOURCES, Remote, data_dir, download_file
-from .loader import Loader
-from .streaming import StreamingImageFolder, StreamingLoader
+from .._lazy import exports
+
+_WHERE = {
+    "DataWarning": ".datasets",
+    "Dataset": ".datasets",
+    "Loader": ".loader",
+    "MissingSplitError": ".datasets",
+    "NAMES": ".datasets",
+    "RESOURCES": ".download",
+    "Remote": ".download",
+    "STATS": ".datasets",
+    "StreamingImageFolder": ".streaming",
+    "StreamingLoader": ".streaming",
+    "channel_stats": ".datasets",
+    "data_dir": ".download",
+    "decode_image": ".datasets",
+    "download_file": ".download",
+    "holdout": ".datasets",
+    "load": ".datasets",
+    "scan_folder": ".datasets",
+    "split": ".datasets",
+}
+__getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = [
     "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "MissingSplitError", "Remote",

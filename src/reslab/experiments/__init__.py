@@ -13,11 +13,31 @@ out/NAME/report.md, results.json and its figure. With the default `digits`
 data and its short recipe an experiment finishes in minutes on a CPU.
 """
 
-from .paper import EXPERIMENTS, TRAINED, Net, cifar_net, experiment_nets
-from .report import plot_experiment, run_responses, write_report
-from .responses import layer_responses, plot_responses
-from .results import Row, Summary, run_dir, summarize
-from .run import base_config, check_recipe, digits_recipe, net_config, run_experiment, train_net
+from .._lazy import exports
+
+_WHERE = {
+    "EXPERIMENTS": ".paper",
+    "Net": ".paper",
+    "Row": ".results",
+    "Summary": ".results",
+    "TRAINED": ".paper",
+    "base_config": ".run",
+    "check_recipe": ".run",
+    "cifar_net": ".paper",
+    "digits_recipe": ".run",
+    "experiment_nets": ".paper",
+    "layer_responses": ".responses",
+    "net_config": ".run",
+    "plot_experiment": ".report",
+    "plot_responses": ".responses",
+    "run_dir": ".results",
+    "run_experiment": ".run",
+    "run_responses": ".report",
+    "summarize": ".results",
+    "train_net": ".run",
+    "write_report": ".report",
+}
+__getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = ["EXPERIMENTS", "TRAINED", "Net", "Row", "Summary", "base_config", "check_recipe", "cifar_net",
            "digits_recipe", "experiment_nets", "layer_responses", "net_config", "plot_experiment",

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ReslabError
-from ..models import list_models
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,9 @@ def cifar_net(kind: str, depth: int, group: str = "", label: str | None = None, 
               **args) -> Net:
     """A CIFAR net of any depth: the registered `{kind}{depth}` when there is one, else
     `{kind}20` with `depth` overridden (e.g. plain-38, or depth 8 for quick tests)."""
+    # imported here, not at the top: `reslab --help` lists the experiments without importing torch
+    from ..models import list_models
+
     name = f"{kind}{depth}"
     if name in list_models():
         model, extra = name, {}

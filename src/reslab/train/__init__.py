@@ -4,19 +4,32 @@
 >>> run = train(preset("fast-cifar", model="resnet20", epochs=1), "runs/try")
 """
 
-from .checkpoint import export_safetensors, load_checkpoint, save_checkpoint
-from .config import PRESETS, TrainConfig, preset
-from .logging import find_runs, format_runs, plot_confusion, plot_runs, read_metrics, run_summary
-from .loop import (
-    EvalResult,
-    NonFiniteLoss,
-    RunState,
-    TrainingInterrupted,
-    TrainResult,
-    evaluate,
-    train,
-)
-from .schedule import lr_at, lr_curve
+from .._lazy import exports
+
+_WHERE = {
+    "EvalResult": ".loop",
+    "NonFiniteLoss": ".loop",
+    "PRESETS": ".config",
+    "RunState": ".loop",
+    "TrainConfig": ".config",
+    "TrainResult": ".loop",
+    "TrainingInterrupted": ".loop",
+    "evaluate": ".loop",
+    "export_safetensors": ".checkpoint",
+    "find_runs": ".logging",
+    "format_runs": ".logging",
+    "load_checkpoint": ".checkpoint",
+    "lr_at": ".schedule",
+    "lr_curve": ".schedule",
+    "plot_confusion": ".logging",
+    "plot_runs": ".logging",
+    "preset": ".config",
+    "read_metrics": ".logging",
+    "run_summary": ".logging",
+    "save_checkpoint": ".checkpoint",
+    "train": ".loop",
+}
+__getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = [
     "EvalResult", "NonFiniteLoss", "PRESETS", "RunState", "TrainConfig", "TrainResult",

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..data.loader import AUGMENTS
 from ..errors import ReslabError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -102,6 +101,9 @@ class TrainConfig:
             self.compile = "on" if self.compile else "off"
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
+        # imported here, not at the top: `reslab --help` reads this module without importing torch
+        from ..data.loader import AUGMENTS
+
         _choice("augment", self.augment, AUGMENTS)
         _choice("amp", self.amp, AMP)
         _choice("compile", self.compile, COMPILE)
