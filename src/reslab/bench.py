@@ -342,8 +342,8 @@ def bench_inference(
     2048 on CPU, 8192 on CUDA), and how long.
     """
     from .models import create_model
+    from .models.flops import count_macs
     from .models.registry import default_input_size
-    from .summary import count_macs
 
     device = torch.device(device)
     _process_setup(device)
@@ -590,7 +590,7 @@ def bench_train(
         for r, step in zip(results, steppers, strict=True):
             r.rounds.append(batch / _time_call(step, device, steps))
         log(f"train round {i + 1}/{repeats}: " + ", ".join(f"{r.config} {r.rounds[-1]:.0f}" for r in results))
-    from .summary import count_macs
+    from .models.flops import count_macs
 
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}

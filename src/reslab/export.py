@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import ReslabError, torch_load
+from .errors import ReslabError
 from .outputs import check_output, output_file
+from .train.rundir import read_weights
 
 # --- BN folding -------------------------------------------------------------
 
@@ -164,7 +165,7 @@ def quantize_int8(
 
 def _example(model: nn.Module, input_size: tuple[int, int, int] | None, batch: int = 2) -> Tensor:
     """A random (batch, C, H, W) input; input_size defaults to 32x32 for a CIFAR stem, else 224x224."""
-    from .summary import check_input_size
+    from .models.flops import check_input_size
 
     if input_size is None:
         input_size = _guess_input_size(model)
@@ -290,55 +291,6 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
 
 
 # --- loading ----------------------------------------------------------------
-
-def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
-    """(state_dict, model name, model args, image size) from a weights or checkpoint file.
-
-    Name, args and size are what the file records (None / {} when it records nothing).
-    """
-    import json
-
-    if path.suffix == ".safetensors":
-        from .models.convert import read_safetensors
-
-        state, meta = read_safetensors(path)
-        size = json.loads(meta["image_size"]) if "image_size" in meta else None
-        args = json.loads(meta["model_args"]) if "model_args" in meta else {}
-        return state, meta.get("model_name"), args, tuple(size) if size else None
-    obj = torch_load(path, "weights file")
-    if not isinstance(obj, dict):
-        raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
-    if "model_name" in obj and "model" in obj:
-        # A reslab training checkpoint: verify its digest, deploy the EMA weights if it kept them.
-        from .train.checkpoint import load_checkpoint
-        from .train.loop import eval_weights
-
-        obj = load_checkpoint(path)
-        size = obj.get("image_size")
-        return eval_weights(obj), obj["model_name"], dict(obj.get("model_args") or {}), tuple(size) if size else None
-    if not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
-    return obj, None, {}, None
-
-
-def read_weights(source: str | Path) -> tuple[Path, dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
-    """(file, state_dict with reslab's key names, model name, model args, image size) of a weights source.
-
-    source: a .safetensors file, a state_dict file (torchvision, timm or reslab), a reslab
-    training checkpoint (its EMA weights if it kept them) or a run directory (its
-    model.safetensors, else last.pt). Name, args and size are None / {} where the file
-    records nothing.
-    """
-    from .models.convert import convert_state_dict
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "last.pt"
-    if not path.is_file():
-        raise ReslabError(f"no such checkpoint file: {path}")
-    state, name, args, size = _read_state(path)
-    return path, convert_state_dict(state), name, args, size
-
 
 @dataclass(frozen=True)
 class Loaded:

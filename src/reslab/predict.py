@@ -10,53 +10,18 @@ the normalization and the input size, so nothing else is needed:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .errors import ReslabError
-from .train.checkpoint import load_checkpoint
-from .train.config import TrainConfig
-from .train.loop import EvalResult, amp_dtype, build_model, eval_weights, evaluate
+from .train.loop import EvalResult, amp_dtype, evaluate
+from .train.rundir import Trained, load_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-@dataclass
-class Trained:
-    """A model restored from a checkpoint, in eval mode, with what it needs to read images."""
-
-    model: nn.Module
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: tuple[int, int, int]  # (C, H, W) the model expects
-    config: TrainConfig
-    step: int
-
-
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
-    """Restores the evaluation weights (EMA if kept) of a checkpoint or run directory.
-
-    A run directory resolves to best.pt when it exists (the chosen model), else last.pt.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    elif path.suffix == ".safetensors":
-        raise ReslabError(f"{path} holds weights only (no class names or input normalization); give the run's "
-                          "checkpoint (best.pt or last.pt) or its run directory")
-    payload = load_checkpoint(path)
-    model = build_model(payload["model_name"], payload["model_args"], tuple(payload["image_size"]))
-    model.load_state_dict(eval_weights(payload))
-    model.to(device).eval()
-    return Trained(model, list(payload["classes"]), tuple(payload["mean"]), tuple(payload["std"]),
-                   tuple(payload["image_size"]), TrainConfig.from_dict(payload["config"]),
-                   int(payload["state"]["step"]))
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",

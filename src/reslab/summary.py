@@ -16,6 +16,8 @@ from torch import nn
 
 from ._lazy import callable_module
 from .errors import ReslabError
+from .models.flops import check_input_size, count_macs, trace
+from .models.registry import create_model, default_input_size
 
 
 @dataclass(frozen=True)
@@ -63,77 +65,11 @@ class Summary:
         return "\n".join(lines)
 
 
+__all__ = ["LayerRow", "Summary", "check_input_size", "count_macs", "summary"]
+
+
 def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
-
-
-def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
-        return out.numel() * per_output
-    if isinstance(module, nn.Linear):
-        return out.numel() * module.in_features
-    return 0
-
-
-def check_input_size(model: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Raises ReslabError if (N, C, H, W) cannot go through `model`.
-
-    C must equal the model's input channels, and H and W must be at least the
-    network's total stride, or the last stage would see less than one pixel.
-    """
-    if len(input_shape) != 4 or min(input_shape) < 1:
-        raise ReslabError(f"input shape must be 4 positive sizes (N, C, H, W), got {tuple(input_shape)}")
-    _, c, h, w = input_shape
-    conv1 = getattr(model, "conv1", None)
-    if isinstance(conv1, nn.Conv2d) and conv1.in_channels != c:
-        raise ReslabError(
-            f"the model takes {conv1.in_channels}-channel images, got {c} channels; "
-            f"pass --input-size {conv1.in_channels} {h} {w} or build it with in_chans={c}"
-        )
-    info = getattr(model, "feature_info", None)
-    if info:
-        stride = info[-1]["reduction"]
-        if h < stride or w < stride:
-            raise ReslabError(
-                f"input {h}x{w} is too small: this network downsamples by {stride}, "
-                f"so height and width must be at least {stride}"
-            )
-
-
-def _trace(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device):
-    """Runs one forward pass; returns {module path: (output shape, own MACs)}."""
-    check_input_size(model, input_shape)
-    records: dict[str, tuple[tuple[int, ...], int]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-
-        def hook(mod, _inp, out, name=name):
-            if name in records:  # a module reused in one pass (e.g. a shared ReLU)
-                shape, macs = records[name]
-                records[name] = (shape, macs + _layer_macs(mod, out))
-                return
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-            records[name] = (shape, _layer_macs(mod, out) if isinstance(out, torch.Tensor) else 0)
-
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(input_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return records
-
-
-def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "meta") -> int:
-    """Multiply-accumulates of one forward pass of a (N, C, H, W) input."""
-    return sum(macs for _, macs in _trace(model, input_shape, device).values())
 
 
 def summary(
@@ -147,8 +83,6 @@ def summary(
     input_size: (C, H, W), the model's default when it is a registered name.
     depth: deepest module path shown (1: stages only); totals always cover all.
     """
-    from .models.registry import create_model, default_input_size
-
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
         input_size = input_size or default_input_size(model)
@@ -160,7 +94,7 @@ def summary(
         raise ReslabError(f"depth must be at least 1, got {depth}")
     device = next(model.parameters()).device
     input_shape = (batch_size, *input_size)
-    records = _trace(model, input_shape, device)
+    records = trace(model, input_shape, device)
     modules = dict(model.named_modules())
     rows = []
     for path, (shape, _) in records.items():

@@ -13,10 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ReslabError
+from ..predict import split_loader
 from ..runtime import cpu_name
 from ..train import TrainConfig, read_metrics
 from ..train.config import SPEED_ONLY
 from ..train.logging import _curves, _smooth
+from ..train.rundir import load_trained
 from .paper import Net, experiment_nets, paper_error, paper_params
 from .responses import layer_responses, plot_responses
 from .results import Row, Summary, run_dir
@@ -232,8 +234,6 @@ def run_responses(out: str | Path, depths: Sequence[int] | None = None, batch_si
     """Figure 7 from the finished seed-0 runs in out/runs (nothing is trained): the std of each
     3x3 layer's response over the test images. Writes out/responses/{responses.json,
     responses.png, report.md}; returns {net label: [std per layer, in forward order]}."""
-    from ..predict import load_trained, split_loader
-
     nets = experiment_nets("responses", depths)
     curves: dict[str, list[float]] = {}
     for net in nets:

@@ -26,6 +26,7 @@ from ..errors import ReslabError
 from ..train import TrainConfig, preset, read_metrics, train
 from ..train.config import recipe_differences
 from ..train.loop import Dist, evaluate, load_data, make_loader, resolve_device
+from ..train.rundir import load_trained
 from .paper import TRAINED, Net, experiment_nets
 from .report import write_report
 from .results import Row, read_row, run_dir, summarize
@@ -143,8 +144,6 @@ def train_net(net: Net, seed: int, base: TrainConfig, out: str | Path, progress:
 def measure_run(net: Net, seed: int, path: Path) -> Row:
     """A finished run's row: training error of its last weights on the whole training split (eval
     mode), best validation and test error from its summary, training time from its log."""
-    from ..predict import load_trained
-
     summary = json.loads((path / "summary.json").read_text())
     trained = load_trained(path / "last.pt")
     cfg = trained.config

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
+from .flops import count_macs
 
 
 class UnknownModelError(ReslabError, ValueError):
@@ -105,7 +106,6 @@ def model_info(name: str) -> ModelInfo:
     Counted on the meta device: no memory is allocated and nothing computed,
     so even resnet1202 and resnext101 answer in well under a second.
     """
-    from ..summary import count_macs
 
     entry = _entry(name)
     with torch.device("meta"):

@@ -45,6 +45,7 @@ from .checkpoint import (
 )
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig, recipe_differences
 from .logging import MetricsLog, Progress, plot_runs
+from .rundir import build_model, eval_weights, load_trained, read_weights
 from .schedule import lr_at
 
 
@@ -216,15 +217,6 @@ def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, ba
 
 
 # --- model and optimizer -----------------------------------------------------------
-def build_model(name: str, model_args: dict[str, Any], image_size: tuple[int, int, int]) -> nn.Module:
-    from ..models import create_model
-    from ..summary import check_input_size
-
-    model = create_model(name, **model_args)
-    check_input_size(model, (1, *image_size))
-    return model
-
-
 def model_args_for(cfg: TrainConfig, data: Data) -> dict[str, Any]:
     """The model's arguments: the classifier and input channels sized from the data."""
     fitted = {"num_classes": len(data.classes), "in_chans": data.image_size[0]}
@@ -460,11 +452,6 @@ def restore(run: Run, payload: dict[str, Any]) -> None:
     set_rng_state(payload["rng"])
 
 
-def eval_weights(payload: dict[str, Any]) -> dict[str, Tensor]:
-    """The weights to evaluate and deploy: the EMA when the run kept one."""
-    return payload["ema"] if payload.get("ema") else payload["model"]
-
-
 def save(run: Run, out: Path, name: str, dist: Dist) -> Path | None:
     if not dist.main:
         return None
@@ -683,8 +670,6 @@ def init_weights(model: nn.Module, source: str) -> str:
     A classifier of another size (other classes) keeps its fresh initialization; every other
     tensor must fit, so weights of another architecture are refused with one line.
     """
-    from ..export import read_weights
-
     try:
         path, state, _, _, _ = read_weights(source)
     except ReslabError as e:
@@ -710,8 +695,6 @@ def init_weights(model: nn.Module, source: str) -> str:
 
 def load_teacher(cfg: TrainConfig, data: Data, device: torch.device, compiled: bool) -> nn.Module:
     """The frozen eval-mode model of cfg.teacher (a run directory or checkpoint), checked against the data."""
-    from ..predict import load_trained
-
     try:
         t = load_trained(cfg.teacher, device)
     except ReslabError as e:
