@@ -22,6 +22,7 @@ from reslab.experiments import (
 )
 from reslab.models import create_model
 from reslab.models.blocks import BasicBlock, PreActBasicBlock
+from reslab.train import train
 
 TINY = digits_recipe(epochs=1, threads=1)
 
@@ -111,8 +112,10 @@ def test_nets_then_collect_equals_one_call(tmp_path):
     whole = run_experiment("degradation", tmp_path / "one", TINY, depths=(8,), progress=False)
     part = run_experiment("degradation", tmp_path / "spread", TINY, depths=(8,), nets=["resnet-8"], progress=False)
     assert [r.label for r in part] == ["resnet-8"]  # only what is finished is reported
-    assert "Not yet trained: plain-8" in (tmp_path / "spread" / "degradation" / "report.md").read_text()
-    run_experiment("degradation", tmp_path / "spread", TINY, depths=(8,), nets=["plain-8"], progress=False)
+    assert "Not finished yet: plain-8" in (tmp_path / "spread" / "degradation" / "report.md").read_text()
+    # plain-8 trained elsewhere, as another process or machine would with `reslab train`
+    plain = EXPERIMENTS["degradation"]((8,))[0]
+    train(net_config(TINY, plain, 0), run_dir(tmp_path / "spread", plain, 0), progress=False)
     collected = run_experiment("degradation", tmp_path / "spread", TINY, depths=(8,), train_missing=False,
                                progress=False)
 

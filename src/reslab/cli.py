@@ -297,11 +297,27 @@ def _add_experiment(sub) -> None:
     p.set_defaults(func=_run_experiment)
 
 
+def _reproducing(argv: list[str]) -> list[str]:
+    """The experiment's command line without what only chose which part to run (--collect, --nets)."""
+    out, skip = [], False
+    for a in argv:
+        if a in ("--collect", "--quiet"):
+            continue
+        if a == "--nets":
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        out.append(a)
+    return out
+
+
 def _run_experiment(args: argparse.Namespace) -> None:
     from .experiments import base_config, run_experiment, run_responses
 
     out = args.out or f"runs/experiments-{args.data.replace(':', '_').replace('/', '_')}"
-    command = "reslab " + " ".join(shlex.quote(a) for a in args.argv)
+    command = "reslab " + " ".join(shlex.quote(a) for a in _reproducing(args.argv))
     if args.name == "responses":
         run_responses(out, args.depths, command=command, progress=not args.quiet)
     else:

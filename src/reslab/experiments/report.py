@@ -50,7 +50,8 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
              f"Seeds: {', '.join(map(str, range(seeds)))} ({seeds} per net). Machine: {env}.", "",
              "## Results", "", *_table(name, nets, by_label), ""]
     if missing:
-        lines += [f"Not yet trained: {', '.join(missing)}.", ""]
+        lines += [f"Not finished yet: {', '.join(missing)} (the figure draws runs in progress as far as they got).",
+                  ""]
     lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
               f"![{name}]({figure.name})", "",
               "Training error (dashed, thin) is the running error of the training batches, with augmentation "

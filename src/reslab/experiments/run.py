@@ -106,6 +106,10 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
     if train_missing:
         todo = [(n, s) for n, s in tasks if n in chosen and not (run_dir(out, n, s) / "row.json").is_file()]
         _train_all(todo, base, out, jobs, progress)
+    for net, seed in tasks:  # finished elsewhere (another process, machine or `reslab train`): measure once
+        path = run_dir(out, net, seed)
+        if (path / "summary.json").is_file() and not (path / "row.json").is_file():
+            (path / "row.json").write_text(json.dumps(asdict(measure_run(net, seed, path))) + "\n")
     rows = [read_row(run_dir(out, n, s)) for n, s in tasks if (run_dir(out, n, s) / "row.json").is_file()]
     if not rows:
         raise ReslabError(f"no finished run of {name} in {Path(out) / 'runs'}; train some first")
