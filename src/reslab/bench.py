@@ -37,7 +37,6 @@ from torch import Tensor, nn
 from .errors import ReslabError
 from .runtime import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator
 
-MODES = ("infer", "train")
 STANDARD_MODELS = ("resnet50", "resnet20")
 _TORCHVISION = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                 "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"}

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ._lazy import callable_module
 from .errors import ReslabError
 from .export import fold_bn, quantize_int8
+from .runtime import cpu_has_bf16
 
 Dtype = Literal["fp32", "bf16", "int8"]
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
@@ -83,7 +84,7 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_has_bf16()
 
 
 def optimize(

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data.datasets import IMAGE_EXTENSIONS
 from .errors import ReslabError
 from .train.loop import EvalResult, amp_dtype, evaluate
 from .train.rundir import Trained, load_trained
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
@@ -76,9 +75,9 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise ReslabError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {item}")
+                raise ReslabError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {item}")
             files.extend(found)
         elif item.exists():
             files.append(item)

@@ -17,6 +17,7 @@ import ctypes
 import os
 import platform
 import sys
+from pathlib import Path
 
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -63,3 +64,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (slower than fp32).
+
+    The one check for training (autocast) and inference (reslab.optimize) alike.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() == "arm64"  # Apple silicon has bf16 instructions
+    return "avx512_bf16" in flags or "amx_bf16" in flags

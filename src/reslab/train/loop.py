@@ -25,7 +25,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import ReslabError
 from ..models import compiled_batchnorm, list_models, load_weights, model_info
-from ..runtime import cpu_name, tune_allocator
+from ..runtime import cpu_has_bf16, cpu_name, tune_allocator
 from .checkpoint import (
     export_safetensors,
     load_checkpoint,
@@ -94,7 +94,6 @@ class TrainResult:
     test: EvalResult | None
     seconds: float
     images_per_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- environment ----------------------------------------------------------------
@@ -125,15 +124,6 @@ def resolve_device(name: str, dist: Dist) -> torch.device:
         device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
     return device
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (slower than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine() == "arm64"  # Apple silicon has bf16 instructions
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -828,7 +818,7 @@ def _finish(run: Run, out: Path, log: MetricsLog, dist: Dist, seconds: float, im
     """Chooses the weights (best on validation, else last), tests them once, exports and plots."""
     chosen = out / ("best.pt" if run.data.val is not None and (out / "best.pt").exists() else "last.pt")
     result = TrainResult(out, run.state.step, run.state.best_acc if run.data.val is not None else None, None,
-                         seconds, images / max(seconds, 1e-9), {"chosen": chosen.name})
+                         seconds, images / max(seconds, 1e-9))
     if not dist.main:
         return result
     payload = load_checkpoint(chosen)
