@@ -35,13 +35,15 @@ class ShortcutA(nn.Module):
     are zeros: (N, C_in, H, W) -> (N, C_out, H/stride, W/stride).
     """
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, pad: str = "append") -> None:
         super().__init__()
         if out_planes < in_planes:
             raise ValueError(
                 f"shortcut A can only add channels ({in_planes} -> {out_planes}); use 'B' or 'C'"
             )
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
+        if pad not in SHORTCUT_PADS:
+            raise ValueError(f"shortcut_pad must be 'append' or 'both', got {pad!r}")
+        self.in_planes, self.out_planes, self.stride, self.pad = in_planes, out_planes, stride, pad
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride != 1:
@@ -49,11 +51,17 @@ class ShortcutA(nn.Module):
         extra = self.out_planes - self.in_planes
         if extra:
             # F.pad pads the last dims first: (W, W, H, H, C_before, C_after).
-            x = F.pad(x, (0, 0, 0, 0, 0, extra))
+            before = extra // 2 if self.pad == "both" else 0
+            x = F.pad(x, (0, 0, 0, 0, before, extra - before))
         return x
 
     def extra_repr(self) -> str:
-        return f"{self.in_planes}, {self.out_planes}, stride={self.stride}"
+        return f"{self.in_planes}, {self.out_planes}, stride={self.stride}, pad={self.pad!r}"
+
+
+# Where option A's new channels go: after the input's ("append", the paper's Torch code) or
+# half before and half after ("both", akamaster/pytorch_resnet_cifar10, whose checkpoints need it).
+SHORTCUT_PADS = ("append", "both")
 
 
 def make_shortcut(
@@ -62,6 +70,7 @@ def make_shortcut(
     out_planes: int,
     stride: int,
     norm_layer: NormLayer | None,
+    pad: str = "append",
 ) -> nn.Module | None:
     """The `downsample` module of a block for a shortcut option.
 
@@ -73,7 +82,7 @@ def make_shortcut(
     if option is None or (option in ("A", "B") and not changes):
         return None
     if option == "A":
-        return ShortcutA(in_planes, out_planes, stride)
+        return ShortcutA(in_planes, out_planes, stride, pad)
     if option in ("B", "C"):
         conv = conv1x1(in_planes, out_planes, stride)
         return nn.Sequential(conv, norm_layer(out_planes)) if norm_layer else nn.Sequential(conv)

@@ -33,6 +33,7 @@ class _ResNetBase(nn.Module):
         width_per_group: int,
         norm_layer: NormLayer | None,
         drop_path_rate: float,
+        shortcut_pad: str = "append",
     ) -> None:
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of 'A', 'B', 'C' or None (plain), got {shortcut!r}")
@@ -41,6 +42,7 @@ class _ResNetBase(nn.Module):
         self.block = block_class(block, preact)
         self.preact = preact
         self.shortcut = shortcut
+        self.shortcut_pad = shortcut_pad
         self.stride_in = stride_in
         self.groups = groups
         self.base_width = width_per_group
@@ -74,7 +76,7 @@ class _ResNetBase(nn.Module):
         layers = []
         for j in range(blocks):
             s = stride if j == 0 else 1
-            downsample = make_shortcut(self.shortcut, inplanes, out, s, shortcut_norm)
+            downsample = make_shortcut(self.shortcut, inplanes, out, s, shortcut_norm, self.shortcut_pad)
             layers.append(
                 self.block(
                     inplanes, planes, s, downsample, self.groups, self.base_width,
@@ -173,6 +175,8 @@ class ResNet(_ResNetBase):
         num_classes: classifier size; in_chans: input channels.
         shortcut: "A" zero-padded identity, "B" projection when the shape
             changes, "C" projection on every block, None plain (no shortcut).
+        shortcut_pad: where option A's new channels go: "append" (after the input's, the
+            paper's Torch code) or "both" (half before, as akamaster's CIFAR checkpoints).
         stride_in: "3x3" (v1.5) or "1x1" (v1) downsampling in bottlenecks.
         preact: pre-activation blocks (ResNet v2).
         groups, width_per_group: ResNeXt (32, 4) and Wide ResNet (1, 128).
@@ -197,12 +201,13 @@ class ResNet(_ResNetBase):
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer | None = None,
         features_only: bool = False,
+        shortcut_pad: str = "append",
     ) -> None:
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must be 4 positive stage depths, got {tuple(layers)}")
         self._init_common(block, preact, shortcut, stride_in, groups, width_per_group,
-                          norm_layer, drop_path_rate)
+                          norm_layer, drop_path_rate, shortcut_pad)
         self.layers = tuple(layers)
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if not preact:
@@ -271,10 +276,11 @@ class CifarResNet(_ResNetBase):
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer | None = None,
         features_only: bool = False,
+        shortcut_pad: str = "append",
     ) -> None:
         super().__init__()
         n = cifar_stage_depth(depth, block)
-        self._init_common(block, preact, shortcut, stride_in, 1, 64, norm_layer, drop_path_rate)
+        self._init_common(block, preact, shortcut, stride_in, 1, 64, norm_layer, drop_path_rate, shortcut_pad)
         self.depth = depth
         self.layers = (n,) * len(widths)
         self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=3, padding=1, bias=False)

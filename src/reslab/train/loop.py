@@ -675,7 +675,7 @@ def init_weights(model: nn.Module, source: str) -> str:
     note = f"init from {path}: {len(state)} tensors"
     if differs("fc.weight"):
         note += f", new classifier ({state['fc.weight'].shape[0]} -> {own['fc.weight'].shape[0]} classes)"
-        state = {**state, **{k: own[k] for k in ("fc.weight", "fc.bias") if k in own}}
+        state = state.replace({k: own[k] for k in ("fc.weight", "fc.bias") if k in own})
     try:
         load_weights(model, state)
     except ReslabError as e:

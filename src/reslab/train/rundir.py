@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import ReslabError, torch_load
 from ..models import create_model
-from ..models.convert import convert_state_dict, read_safetensors
+from ..models.convert import convert_state_dict, read_safetensors, unwrap
 from ..models.flops import check_input_size
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
@@ -97,6 +97,7 @@ def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[
         obj = load_checkpoint(path)
         size = obj.get("image_size")
         return eval_weights(obj), obj["model_name"], dict(obj.get("model_args") or {}), tuple(size) if size else None
+    obj = unwrap(obj)  # e.g. akamaster's {"state_dict": ..., "best_prec1": ...}
     if not all(isinstance(v, Tensor) for v in obj.values()):
         raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
     return obj, None, {}, None

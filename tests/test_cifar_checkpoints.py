@@ -1,0 +1,139 @@
+"""The CIFAR checkpoints people download: akamaster/pytorch_resnet_cifar10 and
+chenyaofo/pytorch-cifar-models. Each project's layout is rebuilt here from its published
+description (module names, shortcut, head), saved the way the project saves it, loaded into
+reslab, and must give the same outputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import reslab
+from reslab.errors import ReslabError
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.kind, self.cin, self.cout = shortcut, cin, cout
+        if shortcut == "projection" and (stride != 1 or cin != cout):
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if self.downsample is not None:
+            short = self.downsample(x)
+        elif self.cin != self.cout:  # akamaster's option A: subsample, zeros on both sides of the channels
+            side = (self.cout - self.cin) // 2
+            short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, side, side))
+        else:
+            short = x
+        return F.relu(out + short)
+
+
+class _CifarNet(nn.Module):
+    def __init__(self, n, shortcut, head, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin = 16
+        for i, (cout, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
+            blocks = []
+            for j in range(n):
+                blocks.append(_Block(cin, cout, stride if j == 0 else 1, shortcut))
+                cin = cout
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        self.head_name = head
+        self.add_module(head, nn.Linear(64, classes))
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return getattr(self, self.head_name)(x.mean((2, 3)))
+
+
+def _trained_like(model):
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.bias.data = torch.rand(m.num_features, generator=g) - 0.5
+            m.running_mean = torch.rand(m.num_features, generator=g) - 0.5
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+    return model.eval()
+
+
+@pytest.mark.parametrize("depth", [20, 32])
+def test_akamaster_checkpoints_load_and_agree(tmp_path, depth):
+    torch.manual_seed(depth)
+    theirs = _trained_like(_CifarNet((depth - 2) // 6, "zeros both sides", "linear"))
+    path = tmp_path / f"resnet{depth}-12fca82f.th"
+    # as their trainer saves it: a DataParallel model inside {"state_dict": ..., "best_prec1": ...}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}, "best_prec1": 91.7}, path)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = theirs(x)
+    ours = reslab.load_weights(reslab.create_model(f"resnet{depth}", shortcut_pad="both"), path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-5)
+    # reslab's default option A appends the channels: same shapes, other outputs, so it is refused
+    with pytest.raises(ReslabError, match="shortcut_pad='both'"):
+        reslab.load_weights(reslab.create_model(f"resnet{depth}"), path)
+    # the padding is what differs: with it appended the outputs are far off
+    appended = reslab.create_model(f"resnet{depth}")
+    appended.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert (appended.eval()(x) - want).abs().max() > 1e-2
+
+
+def test_chenyaofo_checkpoints_load_and_agree(tmp_path):
+    torch.manual_seed(1)
+    theirs = _trained_like(_CifarNet(3, "projection", "fc", classes=100))
+    path = tmp_path / "cifar100_resnet20-23dac2f1.pt"
+    torch.save(theirs.state_dict(), path)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = theirs(x)
+    ours = reslab.load_weights(reslab.create_model("resnet20", shortcut="B", num_classes=100), path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ReslabError, match="shortcut='B'"):
+        reslab.load_weights(reslab.create_model("resnet20", num_classes=100), path)
+
+
+def test_shortcut_pad_places_the_zero_channels():
+    from reslab.models.blocks import ShortcutA
+
+    x = torch.arange(2 * 4 * 2 * 2, dtype=torch.float32).view(2, 4, 2, 2)
+    both, append = ShortcutA(4, 8, 2, pad="both")(x), ShortcutA(4, 8, 2)(x)
+    assert torch.equal(both[:, 2:6], x[:, :, ::2, ::2]) and both[:, :2].abs().sum() == both[:, 6:].abs().sum() == 0
+    assert torch.equal(append[:, :4], x[:, :, ::2, ::2]) and append[:, 4:].abs().sum() == 0
+    with pytest.raises(ReslabError, match="shortcut_pad"):
+        reslab.create_model("resnet20", shortcut_pad="middle")
+
+
+def test_fine_tune_from_an_akamaster_checkpoint(tmp_path, noise_folder, capsys):
+    """--set init= takes their file; the option-A padding must be asked for, as in Python."""
+    import json
+
+    from reslab.cli import main
+
+    theirs = _trained_like(_CifarNet(3, "zeros both sides", "linear"))
+    path = tmp_path / "resnet20-12fca82f.th"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}}, path)
+    imgs = noise_folder(per_class=6, side=32)
+    argv = ["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "1", "--quiet",
+            "--set", "batch_size=4", "--set", "val_size=4", "--set", "threads=1", "--set", "compile=off",
+            "--set", "device=cpu", "--set", f"init={path}"]
+    assert main([*argv, "--out", str(tmp_path / "wrong")]) == 2
+    assert "shortcut_pad='both'" in capsys.readouterr().err
+    assert main([*argv, "--set", 'model_args={"shortcut_pad":"both"}', "--out", str(tmp_path / "run")]) == 0
+    events = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"event"' in ln]
+    assert "new classifier (10 -> 2 classes)" in events[0]["message"]
