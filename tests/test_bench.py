@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import reslab
 from reslab.bench import _time_call, bench_inference, bench_train, machine_info, matmul_peak
 from reslab.cli import main
 from reslab.errors import ReslabError
@@ -94,3 +95,27 @@ def test_cli_export_onnx_from_safetensors(tmp_path, capsys) -> None:
     assert rc == 0 and (tmp_path / "m.onnx").stat().st_size > 100_000
     diff = float(capsys.readouterr().out.split("max abs diff ")[1].split()[0])
     assert diff < 1e-4
+
+
+def test_bench_times_the_step_that_train_takes(tmp_path):
+    """`reslab bench --mode train` times `reslab train`'s own step: from the same weights and
+    batches, three bench steps end where a three-step training run ends."""
+    from reslab.bench import train_step_fn
+    from reslab.train import load_checkpoint, preset, train
+    from reslab.train.loop import load_data, make_loader
+
+    torch.manual_seed(0)
+    start = reslab.create_model("resnet20", depth=8, num_classes=10, in_chans=1)
+    torch.save(start.state_dict(), tmp_path / "start.pth")
+    cfg = preset("paper-cifar", data="digits", iters=3, milestones=[0.9, 0.95], amp="none", compile="off",
+                 batch_size=32, val_size=0, augment=None, threads=1, device="cpu", model="resnet20",
+                 model_args={"depth": 8}, init=str(tmp_path / "start.pth"), test=False)
+    train(cfg, tmp_path / "run", progress=False)
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    loader = make_loader(load_data(cfg, with_test=False).train, cfg, True, torch.device("cpu"))
+    batches = iter([loader.batch(0, i) for i in range(3)])
+    step = train_step_fn(start, batches, fast=True, compile=False, bf16=False)
+    for _ in range(3):
+        step()
+    for name, p in start.state_dict().items():
+        torch.testing.assert_close(p, trained[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -477,34 +477,46 @@ def _fast_batches(ds, batch: int, channels_last: bool, device: torch.device):
 
 
 def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bool) -> Callable[[], Tensor]:
-    """One SGD step (forward, backward, update) on the next batch; returns the loss.
+    """One step on the next batch; returns the loss.
 
-    fast: channels_last and fused SGD; `bf16`: bf16 autocast; `compile`:
-    torch.compile of the model (on a CPU with reslab's compiled BatchNorm2d,
-    as `reslab train` does). fast=False, bf16=False, compile=False is the
-    plain fp32 NCHW eager step.
+    fast=True: the step `reslab train` takes (`reslab.train.loop.train_step` with the
+    paper-cifar recipe's optimizer: SGD momentum 0.9, weight decay 1e-4, foreach), channels_last,
+    bf16 autocast if `bf16`, and with `compile` torch.compile of the model (on a CPU with reslab's
+    compiled BatchNorm2d, as `reslab train` does). fast=False: the plain fp32 NCHW eager PyTorch
+    step (SGD, momentum 0.9, weight decay 1e-4) it is compared with.
     """
+    from .train import preset
+    from .train.loop import amp_dtype, build_optimizer, train_step
+
     device = next(model.parameters()).device
     model.train()
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
-                          **({"fused": True} if fast else {}))
+    if not fast:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def plain_step() -> Tensor:
+            x, y = next(batches)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return plain_step
+    cfg = preset("paper-cifar", amp="bf16" if bf16 else "none")
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
     if compile and device.type == "cpu":
         from .models import compiled_batchnorm
 
         compiled_batchnorm(model)
     forward = torch.compile(model) if compile else model
-    loss_fn = nn.CrossEntropyLoss()
+    amp = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
 
     def step() -> Tensor:
         x, y = next(batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        return torch.tensor(train_step(forward, optimizer, x, y, cfg, amp, scaler)[0])
 
     return step
 
@@ -552,13 +564,13 @@ def bench_train(
     size = default_input_size(model_name)
     cifar = size[1:] == (32, 32)
     ds = _synthetic_cifar() if cifar else None
-    # (label, fast: channels_last + fused SGD (+ reslab loader for CIFAR), compiled, dtype)
+    # (label, fast: channels_last + the step `reslab train` takes (+ reslab loader for CIFAR), compiled, dtype)
     plain = "plain fp32 eager NCHW, per-image transforms" if cifar else "eager fp32 NCHW"
     fast = "reslab loader, " if cifar else "reslab "
-    variants = [(plain, False, False, "fp32"), (f"{fast}bf16 autocast, CL, fused SGD", True, False, "bf16")]
+    variants = [(plain, False, False, "fp32"), (f"{fast}bf16 autocast, CL, reslab step", True, False, "bf16")]
     if compile:
-        variants += [(f"{fast}fp32, CL, fused SGD, compiled", True, True, "fp32"),
-                     (f"{fast}bf16 autocast, CL, fused SGD, compiled", True, True, "bf16")]
+        variants += [(f"{fast}fp32, CL, reslab step, compiled", True, True, "fp32"),
+                     (f"{fast}bf16 autocast, CL, reslab step, compiled", True, True, "bf16")]
     results, steppers = [], []
     for label, is_fast, comp, dtype in variants:
         fmt = "channels_last" if is_fast else "NCHW"

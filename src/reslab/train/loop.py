@@ -347,6 +347,22 @@ def optimizer_step(opt: torch.optim.Optimizer, model: nn.Module, cfg: TrainConfi
     opt.zero_grad(set_to_none=True)
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, cfg: TrainConfig,
+               amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
+               soft: SoftTargets | None = None) -> tuple[float, Tensor]:
+    """One optimizer step as `train` takes it (and `reslab bench --mode train` times it): forward
+    and backward, SAM's second pass if asked, clipping, the update. Returns (loss, number
+    correct); a non-finite loss takes no step and leaves no gradient."""
+    loss, correct = forward_backward(model, x, y, cfg.label_smoothing, amp, scaler, soft)
+    if not math.isfinite(loss_value := loss.item()):
+        opt.zero_grad(set_to_none=True)
+        return loss_value, correct
+    if cfg.sam_rho is not None:
+        sharpness_aware_pass(model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, scaler, soft)
+    optimizer_step(opt, model, cfg, scaler)
+    return loss_value, correct
+
+
 def step_lr(cfg: TrainConfig, state: RunState, total_steps: int) -> float:
     """The schedule's lr, or the paper's constant warm-up lr until training error drops below the gate."""
     if cfg.warmup_until_error is not None and not state.warmup_done:
@@ -733,15 +749,11 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
             for g in run.opt.param_groups:
                 g["lr"] = lr
             soft = teacher_targets(run.teacher, x, cfg, amp) if run.teacher is not None else None
-            loss, correct = forward_backward(run.model, x, y, cfg.label_smoothing, amp, run.scaler, soft)
-            if not math.isfinite(loss_value := loss.item()):
-                run.opt.zero_grad(set_to_none=True)
+            loss_value, correct = train_step(run.model, run.opt, x, y, cfg, amp, run.scaler, soft)
+            if not math.isfinite(loss_value):
                 log.write("event", step=state.step, message=f"non-finite loss {loss_value}")
                 raise NonFiniteLoss(f"loss became {loss_value} at step {state.step} (lr {lr:.4g}); stopped; "
                                     f"{_save_if_finite(run, out, dist)}; lower lr or set grad_clip")
-            if cfg.sam_rho is not None:
-                sharpness_aware_pass(run.model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, run.scaler, soft)
-            optimizer_step(run.opt, run.model, cfg, run.scaler)
             if run.ema is not None:
                 run.ema.update(_unwrap(run.model), state.step)
             acc = correct.item() / len(y)
