@@ -119,12 +119,10 @@ def train_config_from_args(args: argparse.Namespace):
     """The TrainConfig a `reslab train` command line describes (preset, then flags, then --set)."""
     from .train import TrainConfig, preset
 
-    flags = {k: getattr(args, k) for k in ("model", "data", "data_dir") if getattr(args, k) is not None}
-    if args.epochs is not None:
-        flags.update(epochs=args.epochs, iters=None)
-    if args.iters is not None:
-        flags.update(iters=args.iters, epochs=None)
-    cfg = preset(args.preset, **flags) if args.preset else TrainConfig(**flags)
+    # giving one of epochs and iters clears the other (the config's own rule, in replace and preset)
+    flags = {k: getattr(args, k) for k in ("model", "data", "data_dir", "epochs", "iters")
+             if getattr(args, k) is not None}
+    cfg = preset(args.preset, **flags) if args.preset else TrainConfig().replace(**flags)
     return cfg.with_overrides(args.overrides)
 
 
@@ -321,9 +319,7 @@ def _run_experiment(args: argparse.Namespace) -> None:
     if args.name == "responses":
         run_responses(out, args.depths, command=command, progress=not args.quiet)
     else:
-        length = {"epochs": args.epochs, "iters": None} if args.epochs else {}
-        if args.iters:
-            length = {"iters": args.iters, "epochs": None}
+        length = {k: getattr(args, k) for k in ("epochs", "iters") if getattr(args, k)}  # one clears the other
         base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
         run_experiment(args.name, out, base, args.depths, seeds=args.seeds, nets=args.nets, jobs=args.jobs,
                        train_missing=not args.collect, progress=not args.quiet, command=command)
