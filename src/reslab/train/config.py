@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ReslabError
+from .tracking import parse_trackers
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
@@ -88,6 +89,8 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validation passes
     ckpt_every: int | None = None  # steps between checkpoints, besides each epoch end
     test: bool = True  # evaluate the best checkpoint on the test split once, at the end
+    log: str = "none"  # also track in "tensorboard", "mlflow" or both ("tensorboard,mlflow")
+    mlflow_uri: str | None = None  # MLflow tracking URI; default a local store beside the run directory
 
     def __post_init__(self) -> None:
         self.milestones = _convert("milestones", self.milestones, lambda v: tuple(float(m) for m in v),
@@ -106,6 +109,7 @@ class TrainConfig:
 
         _choice("augment", self.augment, AUGMENTS)
         _choice("amp", self.amp, AMP)
+        parse_trackers(self.log)
         _choice("compile", self.compile, COMPILE)
         if self.epochs is None and self.iters is None:
             raise ReslabError("set the run length: epochs or iters (both are None)")
@@ -181,8 +185,9 @@ class TrainConfig:
         return self.replace(**changes)
 
 
-# Fields that change how fast a run goes or where its data is cached, not what it computes.
-SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir")
+# Fields that change how fast a run goes, where its data is cached or where it is tracked,
+# not what it computes.
+SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir", "log", "mlflow_uri")
 
 
 def recipe_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:

@@ -22,16 +22,26 @@ from ..outputs import output_file
 
 
 class MetricsLog:
-    """Appends JSON lines to `path`; a no-op when `enabled` is False (ranks > 0)."""
+    """Appends JSON lines to `path`, and hands each record to the run's trackers (TensorBoard,
+    MLflow: reslab.train.tracking); a no-op when `enabled` is False (ranks > 0)."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    def __init__(self, path: Path, enabled: bool = True, trackers: Sequence[Any] = ()) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self.trackers = list(trackers)
         self._checked_end = False
+
+    def finish(self, weights: Path | None = None) -> None:
+        """Closes the trackers (MLflow keeps `weights` as an artifact); later calls do nothing."""
+        trackers, self.trackers = self.trackers, []
+        for t in trackers:
+            t.finish(weights)
 
     def write(self, kind: str, **values: Any) -> None:
         if not self.enabled:
             return
+        for t in self.trackers:
+            t.write(kind, values)
         line = json.dumps({"kind": kind, **values, "time": round(time.time(), 3)}) + "\n"
         if not self._checked_end:  # a run killed mid-line (power loss) left a partial line: start a new one
             self._checked_end = True

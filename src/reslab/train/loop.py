@@ -47,6 +47,7 @@ from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig, recipe_differences
 from .logging import MetricsLog, Progress, plot_runs
 from .rundir import build_model, eval_weights, load_trained, read_weights
 from .schedule import lr_at
+from .tracking import make_trackers
 
 
 class NonFiniteLoss(ReslabError):
@@ -538,6 +539,14 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
 def _train(cfg: TrainConfig | None, out: Path, resume: bool, progress: bool, data: Data | None,
            on_step: Callable[[int], None] | None, dist: Dist) -> TrainResult:
     run, log = _setup(cfg, out, resume, data, dist)
+    try:
+        return _run(run, out, log, progress, on_step, dist)
+    finally:
+        log.finish()  # trackers closed however the run ends
+
+
+def _run(run: Run, out: Path, log: MetricsLog, progress: bool, on_step: Callable[[int], None] | None,
+         dist: Dist) -> TrainResult:
     train_loader = make_loader(run.data.train, run.cfg, True, next(run.model.parameters()).device)
     bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
                    every=run.cfg.log_every)
@@ -663,6 +672,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
+        log.trackers = make_trackers(cfg.log, out, {**cfg.to_dict(), "env": env}, cfg.mlflow_uri)
         if payload is not None:
             log.write("event", step=run.state.step, message="resumed")
         if init_note:
@@ -848,6 +858,7 @@ def _finish(run: Run, out: Path, log: MetricsLog, dist: Dist, seconds: float, im
             "mean": json.dumps(payload["mean"]), "std": json.dumps(payload["std"]),
             "image_size": json.dumps(payload["image_size"])}
     export_safetensors(model.state_dict(), out / "model.safetensors", meta)
+    log.finish(out / "model.safetensors")
     plot_runs([out], out / "curves.png", title=f"{run.cfg.model} on {run.cfg.data}")
     summary = {"steps": result.steps, "best_val_acc": result.best_val_acc, "chosen": chosen.name,
                "test": None if result.test is None else {k: v for k, v in result.test.to_dict().items()
