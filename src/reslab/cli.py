@@ -204,6 +204,23 @@ def _run_predict(args: argparse.Namespace) -> None:
         print(r["file"] + "  " + "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
 
 
+def _add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM: where in each image the model found its class",
+                       formatter_class=_formatter)
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("images", nargs="+", help="image files or directories of images")
+    p.add_argument("--out", default="gradcam", help="directory for the <image>-gradcam.png files")
+    p.add_argument("--class", dest="target", default=None, help="explain this class instead of the top one")
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> None:
+    from .explain import explain_files
+
+    for r in explain_files(args.checkpoint, args.images, args.out, args.target):
+        print(f"{r['file']}: {r['class']} ({100 * r['prob']:.1f}%) -> {r['png']}")
+
+
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="error and loss vs iterations of one or more runs (overlaid)",
                        formatter_class=_formatter)
@@ -437,7 +454,7 @@ def _positive_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_plot, _add_runs, _add_demo, _add_experiment, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_explain, _add_plot, _add_runs, _add_demo, _add_experiment, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,11 +107,15 @@ def read_image(path: Path, image_size: tuple[int, int, int]) -> Tensor:
 @torch.no_grad()
 def predict_tensor(trained: Trained, images: Tensor) -> Tensor:
     """images: (N, C, H, W) uint8 -> (N, K) class probabilities (float32)."""
+    return F.softmax(trained.model(normalize(trained, images)).float(), dim=1)
+
+
+def normalize(trained: Trained, images: Tensor) -> Tensor:
+    """(N, C, H, W) uint8 -> float on the model's device, normalized as the model was trained."""
     device = next(trained.model.parameters()).device
     mean = torch.tensor(trained.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(trained.std, device=device).view(1, -1, 1, 1)
-    x = (images.to(device).float() / 255.0 - mean) / std
-    return F.softmax(trained.model(x).float(), dim=1)
+    return (images.to(device).float() / 255.0 - mean) / std
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,

@@ -1,0 +1,89 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017): where in an image a trained net found its class.
+
+The last stage's feature maps A (N, C, h, w) are weighted by the spatial mean of the class
+score's gradient with respect to them, summed over channels, passed through a ReLU and
+upsampled to the image: (N, H, W) in [0, 1], 1 at each image's strongest evidence.
+
+    reslab explain runs/r20 cat.jpg photos/ --out cams/   # one overlay PNG per image
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ReslabError
+from .outputs import output_file
+from .predict import image_files, normalize, read_image
+from .train.rundir import load_trained
+
+
+def grad_cam(model: nn.Module, x: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """x: (N, C, H, W) normalized float -> (cams (N, H, W) in [0, 1], classes (N,) explained).
+
+    target: the class to explain per image (default: the predicted one). The model needs
+    `forward_features` and `forward_head`, as every reslab network has.
+    """
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        raise ReslabError(f"{type(model).__name__} has no forward_features/forward_head to explain")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            features = model.forward_features(x.detach().requires_grad_(True))
+            logits = model.forward_head(features)
+            classes = logits.argmax(1) if target is None else target.to(logits.device)
+            (grad,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), features)
+    finally:
+        model.train(was_training)
+    weights = grad.mean((2, 3), keepdim=True)
+    cam = F.relu((weights * features.detach()).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
+    return cam / peak, classes
+
+
+def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | Path,
+                  target: str | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+    """Writes OUT/<image stem>-gradcam.png (the image, and the heat map over it) for each image;
+    returns [{"file", "class", "prob", "png"}]. target: a class name to explain instead of the top one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = load_trained(checkpoint, device)
+    if target is not None and target not in trained.classes:
+        raise ReslabError(f"unknown class {target!r}; this model's classes: {', '.join(trained.classes[:20])}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReslabError(f"{out} is a file; --out takes a directory for the images")
+    results = []
+    for path in image_files(inputs):
+        image = read_image(path, trained.image_size)
+        x = normalize(trained, image[None])
+        wanted = None if target is None else torch.tensor([trained.classes.index(target)])
+        cam, cls = grad_cam(trained.model, x, wanted)
+        prob = F.softmax(trained.model(x).float(), 1)[0, cls[0]].item()
+        name = trained.classes[cls[0].item()]
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+        shown = image.permute(1, 2, 0).squeeze(-1).numpy()
+        for ax in axes:
+            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+            ax.axis("off")
+        axes[1].imshow(cam[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        axes[0].set_title(path.name, fontsize=8)
+        axes[1].set_title(f"Grad-CAM: {name} ({100 * prob:.1f}%)", fontsize=8)
+        fig.tight_layout()
+        png = out / f"{path.stem}-gradcam.png"
+        try:
+            with output_file(png, (".png",), "Grad-CAM image") as tmp:
+                fig.savefig(tmp, dpi=110)
+        finally:
+            plt.close(fig)
+        results.append({"file": str(path), "class": name, "prob": round(prob, 6), "png": str(png)})
+    return results
