@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ReslabError
-from .outputs import output_file
+from .outputs import save_figure
 from .predict import image_files, normalize, read_image
 from .train.rundir import load_trained
 
@@ -79,11 +79,6 @@ def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         axes[0].set_title(path.name, fontsize=8)
         axes[1].set_title(f"Grad-CAM: {name} ({100 * prob:.1f}%)", fontsize=8)
         fig.tight_layout()
-        png = out / f"{path.stem}-gradcam.png"
-        try:
-            with output_file(png, (".png",), "Grad-CAM image") as tmp:
-                fig.savefig(tmp, dpi=110)
-        finally:
-            plt.close(fig)
+        png = save_figure(fig, out / f"{path.stem}-gradcam.png", "Grad-CAM image")
         results.append({"file": str(path), "class": name, "prob": round(prob, 6), "png": str(png)})
     return results

@@ -65,3 +65,18 @@ def write_text(path: str | Path, text: str, suffixes: tuple[str, ...], what: str
     with output_file(path, suffixes, what) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def save_figure(fig, path: str | Path, what: str = "plot") -> Path:
+    """Writes a matplotlib figure through `output_file` (the format from the suffix) and closes it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with output_file(path, PLOT_SUFFIXES, what) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..outputs import output_file
+from ..outputs import save_figure
 
 
 class MetricsLog:
@@ -142,9 +142,6 @@ def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-
-
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
               title: str | None = None, smooth: int = 5) -> Path:
     """Error and loss vs iterations for one or more runs, as the paper's Figure 6.
@@ -182,12 +179,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with output_file(out, PLOT_SUFFIXES, "plot") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)
 
 
 def _smooth(ys: Sequence[float], k: int) -> list[float]:
@@ -223,12 +215,7 @@ def plot_confusion(matrix: Any, classes: Sequence[str], out: str | Path, title: 
         ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    try:
-        with output_file(out, PLOT_SUFFIXES, "plot") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)
 
 
 # --- many runs at a glance ----------------------------------------------------------
