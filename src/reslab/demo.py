@@ -19,10 +19,8 @@ def run_demo(out: str | Path = "runs/demo", depths: tuple[int, int] = (20, 56), 
              resize: int = 16, threads: int = 1, seed: int = 0, progress: bool = True) -> list[Row]:
     """Trains plain-d and resnet-d for d in `depths` (lr 0.05, 2-epoch warm-up, cosine).
 
-    threads: 1 by default. These nets are small: a second thread gains less
-    than 2x on an idle machine, while on a busy one OpenMP threads that wait
-    for each other collapse (measured here: the demo fell from ~990 img/s on 1
-    thread to 23 img/s on 2 while another job held one of the 2 cores).
+    threads: 1 by default: these nets are small, and threads that wait for each other on a
+    busy machine collapse (measured: benchmarks/RESULTS_train.md, "`reslab demo`").
 
     Writes out/degradation/report.md (table and verdict) and degradation.png; a demo
     already there with the same recipe is reused, not trained again.

@@ -255,19 +255,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
         schedule="multistep", milestones=(0.5, 0.75), gamma=0.1, augment="cifar",
     ),
-    # A short schedule: linear warm-up to a high peak, linear decay to zero
-    # (one-cycle), nesterov, label smoothing, weight decay on weights only, EMA,
-    # and pad-4 crops with a mirrored border. Measured on the CIFAR-10 JPEG copy
-    # (benchmarks/RESULTS_train.md): batch 128 beats 256 (87.17% against 86.50%
-    # at 30 epochs); 40 epochs give 87.61%, and with the EMA 87.77% over three
-    # seeds; the mirrored border gives 87.81% over four (88.06% on seed 0), no
-    # measurable change, at no cost; the paper's 182-epoch paper-cifar gives
-    # 87.59%. 50 epochs add nothing; lr 0.1 or 0.3,
-    # weight decay 1e-3, 2.5e-4 or on every parameter, label smoothing 0 or 0.2,
-    # Cutout, zero-init of the residual branches and SAM (sam_rho=0.05) lose.
-    # What does gain: distilling from a fast-cifar ResNet-56 (89.03% itself),
-    # `--set teacher=RUN_DIR`: 88.06% over five seeds with distill_alpha 0.5,
-    # 87.97% over five with 0.9, at about 1.7x the CPU time of a run without one.
+    # A short schedule: one-cycle (linear warm-up to a high peak, linear decay to zero), nesterov,
+    # label smoothing, weight decay on weights only, EMA, pad-4 crops with a mirrored border.
+    # How each choice was measured, and what lost: benchmarks/RESULTS_train.md ("Real-data acceptance").
     "fast-cifar": dict(
         data="cifar10", epochs=40, iters=None, batch_size=128, val_size=5000,
         optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
