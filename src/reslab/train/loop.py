@@ -419,6 +419,8 @@ class Run:
     state: RunState
     total_steps: int
     env: dict[str, Any]
+    device: torch.device  # decided once, in _setup
+    amp: torch.dtype | None  # the autocast dtype actually used (None: fp32)
     teacher: nn.Module | None = None  # frozen; rebuilt from cfg.teacher, not checkpointed
 
 
@@ -547,7 +549,7 @@ def _train(cfg: TrainConfig | None, out: Path, resume: bool, progress: bool, dat
 
 def _run(run: Run, out: Path, log: MetricsLog, progress: bool, on_step: Callable[[int], None] | None,
          dist: Dist) -> TrainResult:
-    train_loader = make_loader(run.data.train, run.cfg, True, next(run.model.parameters()).device)
+    train_loader = make_loader(run.data.train, run.cfg, True, run.device)
     bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
                    every=run.cfg.log_every)
     flag = {"stop": False}
@@ -661,7 +663,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
         raise ReslabError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} training images")
     total = cfg.iters or cfg.epochs * steps_per_epoch
     env = environment(device) | {"amp": str(amp), "world_size": dist.world, "steps_per_epoch": steps_per_epoch}
-    run = Run(cfg, data, model, build_optimizer(model, cfg), scaler, ema, RunState(), total, env)
+    run = Run(cfg, data, model, build_optimizer(model, cfg), scaler, ema, RunState(), total, env, device, amp)
     if payload is not None:
         restore(run, payload)
     run.model = _wrap(model, cfg, total - run.state.step, dist, device)
@@ -747,7 +749,7 @@ def compile_wanted(cfg: TrainConfig, steps_left: int) -> bool:
 def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist: Dist,
           flag: dict[str, bool], on_step: Callable[[int], None] | None) -> int:
     cfg, state = run.cfg, run.state
-    amp = amp_dtype(cfg, next(run.model.parameters()).device)
+    amp = run.amp
     run.model.train()
     images_total = 0
     while state.step < run.total_steps:
@@ -826,12 +828,11 @@ def _end_epoch(run: Run, out: Path, log: MetricsLog, bar: Progress, dist: Dist, 
 def _validate(run: Run) -> dict[str, Any]:
     """Validation split figures; without one (val_size=0) the test split is monitored, never chosen on."""
     model = run.ema.module if run.ema else _unwrap(run.model)
-    device = next(model.parameters()).device
-    amp = amp_dtype(run.cfg, device)
     split_name, ds = ("val", run.data.val) if run.data.val is not None else ("test", run.data.test)
     if ds is None:
         return {}
-    r = evaluate(model, make_loader(ds, run.cfg, False, device, batch_size=512), len(run.data.classes), amp)
+    r = evaluate(model, make_loader(ds, run.cfg, False, run.device, batch_size=512), len(run.data.classes),
+                 run.amp)
     return {f"{split_name}_loss": r.loss, f"{split_name}_acc": r.top1, f"{split_name}_top5": r.top5}
 
 
@@ -846,11 +847,11 @@ def _finish(run: Run, out: Path, log: MetricsLog, dist: Dist, seconds: float, im
     payload = load_checkpoint(chosen)
     model = build_model(payload["model_name"], payload["model_args"], tuple(payload["image_size"]))
     model.load_state_dict(eval_weights(payload))
-    device = next(_unwrap(run.model).parameters()).device
-    model = model.to(device).to(memory_format=torch.channels_last if run.cfg.channels_last else torch.contiguous_format)
+    model = model.to(run.device).to(memory_format=torch.channels_last if run.cfg.channels_last
+                                    else torch.contiguous_format)
     if run.cfg.test and run.data.test is not None:
-        loader = make_loader(run.data.test, run.cfg, False, device, batch_size=512)
-        result.test = evaluate(model, loader, len(run.data.classes), amp_dtype(run.cfg, device))
+        loader = make_loader(run.data.test, run.cfg, False, run.device, batch_size=512)
+        result.test = evaluate(model, loader, len(run.data.classes), run.amp)
         log.write("test", step=payload["state"]["step"], checkpoint=chosen.name, loss=result.test.loss,
                   acc=result.test.top1, top5=result.test.top5)
     meta = {"config": json.dumps(payload["config"]), "model_name": payload["model_name"],
