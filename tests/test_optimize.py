@@ -8,6 +8,7 @@ from torch import nn
 
 import reslab
 from reslab.errors import ReslabError
+from reslab.export import int8_method, quantize_int8
 from reslab.optimize import TOLERANCE, InferenceModel, optimize
 
 
@@ -77,15 +78,18 @@ def test_compiled_bf16_matches_eager() -> None:
     assert _rel_err(fast(x), want) < TOLERANCE["bf16"]
 
 
-def test_int8_still_classifies() -> None:
+@pytest.mark.parametrize("compile", [True, False])
+def test_int8_still_classifies(compile: bool) -> None:
     # Calibrate and test on two clusters of images the model separates clearly:
     # int8 must keep the decisions, and stay close on the logits.
     model = _trained_like("resnet20", num_classes=10)
     torch.manual_seed(2)
     calib = torch.randn(64, 3, 32, 32)
     x = torch.randn(32, 3, 32, 32)
-    fast = optimize(model, dtype="int8", calibration=calib)
+    fast = optimize(model, dtype="int8", calibration=calib, compile=compile)
     assert fast.dtype == "int8"
+    # compiled: PT2E when torchao is installed; eager: FX graph mode's own int8 kernels
+    assert fast.int8 == (int8_method() if compile else "fx")
     with torch.no_grad():
         want = model(x)
     got = fast(x)
@@ -94,10 +98,34 @@ def test_int8_still_classifies() -> None:
     cos = nn.functional.cosine_similarity(got, want, dim=1).min().item()
     assert agree >= 0.9, agree
     assert cos > 0.98, cos
-    # Really quantized: int8 convolutions, no float ones left.
-    assert any(type(m).__module__.startswith("torch.ao.nn.intrinsic.quantized") for m in fast.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
-    assert not any(type(m) is nn.Conv2d for m in fast.modules())
+    if fast.int8 == "fx":
+        # Really quantized: int8 convolutions, no float ones left.
+        assert any(type(m).__module__.startswith("torch.ao.nn.intrinsic.quantized") for m in fast.modules())
+        assert not any(type(m) is nn.Conv2d for m in fast.modules())
+    else:
+        # Every conv (19) and the classifier reads int8 weights per channel and a quantized input,
+        # and conv+add+ReLU was annotated (its output quantized once): Inductor lowers these to int8 kernels.
+        graph = fast.model.model.graph
+        targets = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+        convs = [n for n in graph.nodes if n.op == "call_function" and "conv2d" in str(n.target)]
+        assert len(convs) == 19 and not any("batch_norm" in t for t in targets)
+        assert targets.count("quantized_decomposed.dequantize_per_channel.default") == 20
+        for conv in convs:
+            assert "dequantize_per_tensor" in str(conv.args[0].target)
+            assert "dequantize_per_channel" in str(conv.args[1].target)
+
+
+def test_int8_pt2e_annotates_blocks_that_reuse_one_relu() -> None:
+    # torchvision's blocks call one nn.ReLU twice; without a source record per node the
+    # quantizer stops with "Input partition has more than one output node".
+    pytest.importorskip("torchao", reason="PT2E int8 needs torchao (pip install 'reslab[int8]')")
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    quantized = quantize_int8(model, torch.randn(4, 3, 64, 64), method="pt2e")
+    adds = [n for n in quantized.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    assert len(adds) == 8  # one per BasicBlock, each between a conv and its ReLU
 
 
 def test_input_model_is_untouched() -> None:

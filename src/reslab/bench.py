@@ -56,12 +56,26 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
         "cpu": _cpu_name(),
         "cpu_flags": _cpu_flags(),
         "device": str(device),
+        "packages": _versions(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda)
     return info
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the installed packages whose paths or rows a report may contain."""
+    from importlib import metadata
+
+    found = {}
+    for package in ("torchvision", "timm", "torchao", "openvino", "nncf", "onnxruntime", "onnx"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def _cpu_name() -> str:
@@ -221,7 +235,7 @@ class Report:
         head = (f"{m.get('gpu') or m['cpu']}  |  torch {m['torch']}  |  {m['threads']} threads  |  "
                 f"flags {' '.join(m['cpu_flags']) or '-'}  |  peak GFLOP/s "
                 + ", ".join(f"{k} {v:.0f}" for k, v in self.peaks_gflops.items() if v))
-        lines = [head]
+        lines = [head, "packages: " + (", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()) or "-")]
         cols = ("model", "config", "batch", "img/s", "min..max", "x base", "paired", "b1 ms", "x base",
                 "% peak", "setup s", "max rel diff")
         rows = []
@@ -288,9 +302,16 @@ def _peer(name: str, source: str, state: dict, device: torch.device) -> nn.Modul
 
 
 def inference_configs(
-    name: str, model: nn.Module, dtypes: list[str], compile: bool, calibration: Tensor, device: torch.device
+    name: str, model: nn.Module, dtypes: list[str], compile: bool, calibration: Tensor, device: torch.device,
+    peers: list[str] | tuple[str, ...] = (),
 ) -> list[Config]:
-    """Baseline, peers and reslab configurations for one model."""
+    """Baseline, peers and reslab configurations for one model.
+
+    peers: other runtimes ("openvino", "onnxruntime") timed on the same weights in each dtype of
+    `dtypes` they run; they are what `optimize(model, dtype, backend=...)` returns.
+    """
+    from .backends import DTYPES
+    from .export import int8_method
     from .optimize import optimize
 
     state = model.state_dict()
@@ -309,19 +330,37 @@ def inference_configs(
         if dtype == "bf16":
             configs.append(Config("reslab eager bf16 autocast CL", "reslab", "bf16", "channels_last", False,
                                   lambda: _eager(model, "bf16", True)))
-        for comp in ([False, True] if compile and dtype != "int8" else [False]):
+        for comp in ([False, True] if compile else [False]):
             if dtype == "fp32" and not comp:
                 continue  # folded eager fp32 is within noise of the baseline
             label = f"reslab optimize {dtype}{' compiled' if comp else ''}"
+            if dtype == "int8":
+                label = f"reslab optimize int8 ({int8_method() if comp else 'fx'}{' compiled' if comp else ''})"
             configs.append(Config(label, "reslab", dtype, "channels_last", comp,
                                   lambda d=dtype, c=comp: optimize(model, d, compile=c, calibration=calibration)))
+    for backend in peers if device.type == "cpu" else ():
+        for dtype in (d for d in dtypes if d in DTYPES[backend]):
+            label = f"{PEER_NAMES[backend]} {dtype}{PEER_INT8[backend] if dtype == 'int8' else ''}"
+            configs.append(Config(label, backend, dtype, "NCHW", True,
+                                  lambda b=backend, d=dtype: optimize(model, d, calibration=calibration, backend=b)))
     return configs
+
+
+PEER_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+PEER_INT8 = {"openvino": " (NNCF)", "onnxruntime": " (QDQ static)"}
+
+
+def available_peers() -> list[str]:
+    """The runtimes `reslab bench` compares with that are installed here."""
+    from .backends import available
+
+    return [b for b in PEER_NAMES if available(b)]
 
 
 def bench_inference(
     models: list[str] | tuple[str, ...] = STANDARD_MODELS,
     batch: int = 16,
-    dtypes: list[str] | tuple[str, ...] = ("bf16", "int8"),
+    dtypes: list[str] | tuple[str, ...] = ("fp32", "bf16", "int8"),
     compile: bool = True,
     repeats: int = 5,
     latency: bool = True,
@@ -331,9 +370,12 @@ def bench_inference(
     log: Callable[[str], None] | None = None,
     peak_size: int | None = None,
     peak_seconds: float = 1.0,
+    peers: list[str] | tuple[str, ...] | None = None,
 ) -> Report:
     """Images/s at `batch` and batch-1 latency of every configuration of each model.
 
+    peers: the other runtimes to time beside reslab's paths (default: those installed,
+    `available_peers()`).
     Each configuration is built and warmed up once per batch size (set-up
     time reported), then `repeats` interleaved rounds are timed; a round of
     a fast model calls it back to back for at least `min_seconds`.
@@ -360,7 +402,8 @@ def bench_inference(
         macs = count_macs(model, (1, *size), device=device)
         # Calibration for int8 timing only; accuracy is measured on real images elsewhere.
         calibration = torch.randn(32, *size)
-        configs = inference_configs(name, model, list(dtypes), compile, calibration, device)
+        configs = inference_configs(name, model, list(dtypes), compile, calibration, device,
+                                    available_peers() if peers is None else peers)
         x = torch.randn(batch, *size, device=device)
         rows = _measure(name, configs, x, repeats, min_seconds, device, log)
         if latency:

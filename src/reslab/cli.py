@@ -186,7 +186,7 @@ def _run_eval(args: argparse.Namespace) -> None:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="class probabilities for image files, from a checkpoint alone",
                        formatter_class=_formatter)
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory, or an exported .xml (OpenVINO) or .onnx file")
     p.add_argument("images", nargs="+", help="image files or directories of images")
     p.add_argument("--topk", type=_positive_int, default=3, help="classes shown per image")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -352,7 +352,9 @@ def _add_bench(sub) -> None:
                    help="inference, or a training step (CIFAR nets: loader included; larger nets: batches on the device)")
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size (default 16 for infer, 128 for train)")
-    p.add_argument("--dtype", default="bf16,int8", help="reslab configurations to time: fp32,bf16,int8")
+    p.add_argument("--dtype", default="fp32,bf16,int8", help="configurations to time: fp32,bf16,int8")
+    p.add_argument("--peers", default="auto",
+                   help="other runtimes timed beside reslab (CPU): openvino,onnxruntime; auto = those installed; none")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time torch.compile'd configurations (compile time reported apart)")
     p.add_argument("--repeats", type=_positive_int, default=5, help="interleaved timed rounds")
@@ -396,7 +398,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     else:
         dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
         reports = [bench_inference(models, args.batch or 16, dtypes, args.compile, args.repeats,
-                                   args.latency, device, log=log)]
+                                   args.latency, device, log=log, peers=_peers(args.peers))]
     for report in reports:
         print(report)
     if args.json:
@@ -405,14 +407,32 @@ def _run_bench(args: argparse.Namespace) -> None:
         write_text(args.json, "[" + ",\n".join(r.to_json() for r in reports) + "]\n", (".json",), "JSON report")
 
 
+def _peers(text: str) -> list[str] | None:
+    from .backends import available
+    from .bench import PEER_NAMES
+
+    if text == "auto":
+        return None
+    if text == "none":
+        return []
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    for peer in peers:
+        if peer not in PEER_NAMES:
+            raise ReslabError(f"unknown peer {peer!r}; choose from {', '.join(PEER_NAMES)}, auto or none")
+        if not available(peer):
+            raise ReslabError(f"{peer} is not installed: pip install 'reslab[{'openvino' if peer == 'openvino' else 'onnx'}]'")
+    return peers
+
+
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write ONNX, torch.export/AOTInductor or safetensors files",
+    p = sub.add_parser("export", help="write ONNX, OpenVINO IR, torch.export/AOTInductor or safetensors files",
                        formatter_class=_formatter)
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="a run directory, checkpoint, state_dict or .safetensors file")
     p.add_argument("--model", default=None, help="registered name (needed when the file does not record it)")
-    p.add_argument("--format", choices=("onnx", "pt2", "exported", "safetensors"), default="onnx",
-                   help="onnx; pt2 = AOTInductor package; exported = portable torch.export program")
+    p.add_argument("--format", choices=("onnx", "openvino", "pt2", "exported", "safetensors"), default="onnx",
+                   help="onnx; openvino = IR (.xml + .bin); pt2 = AOTInductor package; "
+                        "exported = portable torch.export program")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                    help="example input size (default: the checkpoint's, else the model's)")
@@ -428,18 +448,29 @@ def _run_export(args: argparse.Namespace) -> None:
     from .models.registry import default_input_size
 
     loaded = load(args.checkpoint, args.model)
+    if loaded.random:
+        print(f"note: exporting {loaded.name} with random (untrained) weights; give a checkpoint or run "
+              "directory for trained ones", file=sys.stderr)
     size = tuple(args.input_size) if args.input_size else loaded.input_size or default_input_size(loaded.name)
     dynamic = not args.static_batch
     if args.format == "safetensors":
         path = save_safetensors(loaded.model, args.out)
     elif args.format == "onnx":
-        path = export_onnx(loaded.model, args.out, size, dynamic, args.fold)
+        path = export_onnx(loaded.model, args.out, size, dynamic, args.fold, metadata=loaded.metadata(size))
         diff = onnx_max_abs_diff(path, loaded.model, torch.randn(3 if dynamic else 2, *size))
         print(f"onnxruntime vs torch: max abs diff {diff:.2e}")
+    elif args.format == "openvino":
+        from .backends import read_deployed, save_openvino
+
+        path = save_openvino(loaded.model, args.out, loaded.metadata(size), size)
+        x = torch.randn(3, *size)
+        with torch.no_grad():
+            diff = (read_deployed(path)[0](x) - loaded.model(x)).abs().max().item()
+        print(f"openvino vs torch: max abs diff {diff:.2e} (weights in {path.with_suffix('.bin')})")
     else:
         path = export_pt2(loaded.model, args.out, size, dynamic, aoti=args.format == "pt2", fold=args.fold)
-    print(f"wrote {path} ({loaded.name}, input {'N' if dynamic else 2}x{'x'.join(map(str, size))})")
-
+    print(f"wrote {path} ({loaded.name}, input {'N' if dynamic or args.format == 'openvino' else 2}x"
+          f"{'x'.join(map(str, size))})")
 
 
 # --- shared argument types --------------------------------------------------

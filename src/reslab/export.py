@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import operator
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,47 +118,106 @@ def _batches(calibration: Tensor | Iterable) -> Iterable[Tensor]:
         yield batch
 
 
+def int8_method() -> str:
+    """Which int8 quantization `quantize_int8` uses here: "pt2e" when torchao is installed, else "fx"."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+    except ImportError:
+        return "fx"
+    return "pt2e"
+
+
 def quantize_int8(
-    model: nn.Module, calibration: Tensor | Iterable, max_batches: int | None = None
+    model: nn.Module, calibration: Tensor | Iterable, max_batches: int | None = None, method: str | None = None
 ) -> nn.Module:
     """Post-training static int8 quantization for CPU inference.
 
-    Weights int8 per output channel, activations uint8 per tensor with
-    histogram observers; the ranges come from running `calibration` (real,
-    normalized images: a (N, C, H, W) tensor or an iterable of batches or
-    (images, labels) pairs; `max_batches` caps how many are used).
+    Weights int8 per output channel, activations uint8 per tensor; the
+    ranges come from running `calibration` (real, normalized images: a
+    (N, C, H, W) tensor or an iterable of batches or (images, labels) pairs;
+    `max_batches` caps how many are used). The input is float (N, C, H, W),
+    the output float logits.
 
-    This torch (2.14) no longer ships PT2E quantization (prepare_pt2e and the
-    X86InductorQuantizer moved to the separate torchao package), so this uses
-    FX graph mode quantization with the "x86" engine, whose kernels (oneDNN /
-    FBGEMM) use VNNI and AMX. Returns an fx GraphModule: the input is float
-    (N, C, H, W), the output float logits.
+    method "pt2e" (the default when torchao is installed): torch.export +
+    torchao's X86InductorQuantizer; the result is an exported graph of
+    quantize/dequantize around float ops, which Inductor (torch.compile with
+    freezing, as `optimize` does) lowers to oneDNN int8 kernels with VNNI/AMX
+    and conv+add+ReLU fused; called eagerly it is slow. method "fx": FX graph
+    mode with the "x86" engine, deprecated in PyTorch, kept as the fallback
+    without torchao; its kernels run eagerly.
     """
+    method = method or int8_method()
+    if method not in ("pt2e", "fx"):
+        raise ReslabError(f"int8 method must be pt2e or fx, got {method!r}")
+    model = copy.deepcopy(model).eval().float()
+    batches = _calibration_batches(calibration, max_batches)
+    first = next(batches, None)
+    if first is None:
+        raise ReslabError("calibration data is empty: int8 quantization needs real images to set its ranges")
+    if method == "pt2e":
+        return _quantize_pt2e(model, first, batches)
+    return _quantize_fx(model, first, batches)
+
+
+def _calibration_batches(calibration: Tensor | Iterable, max_batches: int | None) -> Iterator[Tensor]:
+    for i, batch in enumerate(_batches(calibration)):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch.float()
+
+
+def _quantize_pt2e(model: nn.Module, first: Tensor, rest: Iterator[Tensor]) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    exported = torch.export.export(_Exportable(model), (first,), dynamic_shapes=_batch_dim(True)).module()
+    _tag_sources(exported)
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pt2e(exported, quantizer)  # folds BN into the convs itself
+        with torch.no_grad():
+            prepared(first)
+            for batch in rest:
+                prepared(batch)
+        return convert_pt2e(prepared)
+
+
+def _tag_sources(graph_module: torch.fx.GraphModule) -> None:
+    """Gives each conv, add, ReLU, linear and pooling node its own source record.
+
+    The quantizer finds conv+ReLU and conv+add+ReLU by the module each node came
+    from. A ResNet block calls one nn.ReLU twice (as torchvision's does), so both
+    calls share one record, the matcher sees a two-output "partition" and stops
+    with "Input partition has more than one output node". One record per node,
+    keyed by the op, is what the matcher expects from single-call modules.
+    """
+    aten = torch.ops.aten
+    kinds = {aten.conv2d.default: nn.Conv2d, aten.relu.default: nn.ReLU, aten.relu_.default: nn.ReLU,
+             aten.add.Tensor: operator.add, aten.add_.Tensor: operator.add, aten.linear.default: nn.Linear,
+             aten.max_pool2d.default: nn.MaxPool2d, aten.adaptive_avg_pool2d.default: nn.AdaptiveAvgPool2d}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and node.target in kinds:
+            node.meta["source_fn_stack"] = [(node.name, kinds[node.target])]
+
+
+def _quantize_fx(model: nn.Module, first: Tensor, rest: Iterator[Tensor]) -> nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if "x86" not in torch.backends.quantized.supported_engines:
         raise ReslabError("this torch build has no x86 quantized engine; int8 needs an x86 CPU build")
     torch.backends.quantized.engine = "x86"
-    # prepare_fx folds BN and fuses conv+BN+ReLU itself (into one int8 kernel), so
-    # the model goes in unfolded.
-    model = copy.deepcopy(model).eval().float()
     with warnings.catch_warnings():
         # FX quantization warns on every call that it is deprecated in favour of torchao.
         warnings.simplefilter("ignore")
-        seen = 0
-        observed = None
+        # prepare_fx folds BN and fuses conv+BN+ReLU itself (into one int8 kernel), so
+        # the model goes in unfolded.
+        observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (first[:1],))
         with torch.no_grad():
-            for batch in _batches(calibration):
-                batch = batch.float()
-                if observed is None:
-                    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (batch[:1],))
+            observed(first)
+            for batch in rest:
                 observed(batch)
-                seen += 1
-                if max_batches is not None and seen >= max_batches:
-                    break
-        if observed is None:
-            raise ReslabError("calibration data is empty: int8 quantization needs real images to set its ranges")
         return convert_fx(observed)
 
 
@@ -211,12 +272,15 @@ def export_onnx(
     dynamic_batch: bool = True,
     fold: bool = True,
     opset: int = 18,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Writes `model` (eval mode, BN folded if `fold`) as ONNX; returns the path.
 
     Uses the torch.export-based exporter (dynamo=True). Input "input"
     (N, C, H, W) float32, output "logits" (N, num_classes); N is a dynamic
-    axis when `dynamic_batch`. The weights are stored inside the .onnx file.
+    axis when `dynamic_batch`. The weights are stored inside the .onnx file;
+    `metadata` (e.g. `Loaded.metadata`: classes, mean, std, input size) goes
+    into its metadata_props.
     """
     path = Path(path)
     model = fold_bn(model) if fold else copy.deepcopy(model).eval()
@@ -231,6 +295,12 @@ def export_onnx(
         )
     with output_file(path, (".onnx",), "ONNX file") as tmp:
         program.save(str(tmp), external_data=False)
+        if metadata:
+            import onnx
+
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **metadata})
+            onnx.save(proto, str(tmp))
     return path
 
 
@@ -294,11 +364,24 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A model built from a file or a name, and what the file said about it."""
+    """A model built from a file or a name, and what the file said about it (None: not recorded)."""
 
     model: nn.Module
     name: str
-    input_size: tuple[int, int, int] | None  # (C, H, W) the model was trained at, if recorded
+    input_size: tuple[int, int, int] | None  # (C, H, W) the model was trained at
+    classes: list[str] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    random: bool = False  # built from a name alone: fresh, untrained weights
+
+    def metadata(self, input_size: tuple[int, int, int]) -> dict[str, str]:
+        """What a deployer needs beside the graph, as strings (ONNX metadata_props, OpenVINO rt_info)."""
+        meta = {"model_name": self.name, "input_size": json.dumps(list(input_size)),
+                "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std"}
+        for key in ("classes", "mean", "std"):
+            if getattr(self, key) is not None:
+                meta[key] = json.dumps(list(getattr(self, key)))
+        return meta
 
 
 def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
@@ -316,11 +399,11 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
     if source is None:
         if name is None:
             raise ReslabError("give a checkpoint file or --model NAME")
-        return Loaded(create_model(name).eval(), name, None)
-    path, state, stored_name, args, size = read_weights(source)
-    name = name or stored_name
+        return Loaded(create_model(name).eval(), name, None, random=True)
+    weights = read_weights(source)
+    name, args, state = name or weights.name, dict(weights.args), weights.state
     if name is None:
-        raise ReslabError(f"{path} does not record its model; pass --model NAME")
+        raise ReslabError(f"{weights.path} does not record its model; pass --model NAME")
     if not args:
         if "fc.weight" in state:
             args["num_classes"] = state["fc.weight"].shape[0]
@@ -330,8 +413,8 @@ def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
     try:
         load_weights(model, state)
     except ReslabError as e:
-        raise ReslabError(f"{path} does not fit model {name!r}: {e}") from None
-    return Loaded(model.eval(), name, size)
+        raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
+    return Loaded(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std)
 
 
 def load_model(source: str | Path | None = None, name: str | None = None) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
 from .data.datasets import IMAGE_EXTENSIONS
 from .errors import ReslabError
 from .train.loop import EvalResult, amp_dtype, evaluate
@@ -105,14 +106,15 @@ def read_image(path: Path, image_size: tuple[int, int, int]) -> Tensor:
 
 
 @torch.no_grad()
-def predict_tensor(trained: Trained, images: Tensor) -> Tensor:
+def predict_tensor(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """images: (N, C, H, W) uint8 -> (N, K) class probabilities (float32)."""
     return F.softmax(trained.model(normalize(trained, images)).float(), dim=1)
 
 
-def normalize(trained: Trained, images: Tensor) -> Tensor:
+def normalize(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """(N, C, H, W) uint8 -> float on the model's device, normalized as the model was trained."""
-    device = next(trained.model.parameters()).device
+    param = next(trained.model.parameters(), None) if isinstance(trained.model, torch.nn.Module) else None
+    device = param.device if param is not None else torch.device("cpu")
     mean = torch.tensor(trained.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(trained.std, device=device).view(1, -1, 1, 1)
     return (images.to(device).float() / 255.0 - mean) / std
@@ -120,8 +122,15 @@ def normalize(trained: Trained, images: Tensor) -> Tensor:
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,
                   batch_size: int = 256, device: str = "cpu") -> list[dict[str, Any]]:
-    """For each image: {"file", "top": [{"class", "prob"}, ...]} with the `topk` likeliest classes."""
-    trained = load_trained(checkpoint, device)
+    """For each image: {"file", "top": [{"class", "prob"}, ...]} with the `topk` likeliest classes.
+
+    checkpoint: a run directory or checkpoint, or a file `reslab export` wrote for another
+    runtime (.xml for OpenVINO, .onnx for ONNX Runtime; run on the CPU).
+    """
+    if Path(checkpoint).suffix in DEPLOYED_SUFFIXES:
+        trained = load_deployed(checkpoint)
+    else:
+        trained = load_trained(checkpoint, device)
     files = image_files(inputs)
     k = max(1, min(topk, len(trained.classes)))
     results = []

@@ -689,9 +689,10 @@ def init_weights(model: nn.Module, source: str) -> str:
     tensor must fit, so weights of another architecture are refused with one line.
     """
     try:
-        path, state, _, _, _ = read_weights(source)
+        weights = read_weights(source)
     except ReslabError as e:
         raise ReslabError(f"init: {e}") from None
+    path, state = weights.path, weights.state
     own = model.state_dict()
 
     def differs(key: str) -> bool:

@@ -2,7 +2,7 @@
 evaluate, a model rebuilt from what a checkpoint records, and weights of any origin.
 
     trained = load_trained("runs/r20")          # best.pt, else last.pt: the chosen model
-    path, state, name, args, size = read_weights("runs/r20")   # model.safetensors, else last.pt
+    weights = read_weights("runs/r20")          # model.safetensors, else last.pt
 
 The checkpoint itself (bytes, digest, RNG) is written and read by `checkpoint`;
 what goes into it, by the loop.
@@ -10,8 +10,9 @@ what goes into it, by the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,42 +80,60 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
                    int(payload["state"]["step"]))
 
 
-def _read_state(path: Path) -> tuple[dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
-    """(state_dict, model name, model args, image size) from a weights or checkpoint file.
+@dataclass(frozen=True)
+class Weights:
+    """A state_dict (reslab's key names) and what its file records about it (None / {} when nothing)."""
 
-    Name, args and size are what the file records (None / {} when it records nothing).
-    """
+    path: Path
+    state: dict[str, Tensor]
+    name: str | None = None
+    args: dict = field(default_factory=dict)
+    image_size: tuple[int, int, int] | None = None
+    classes: list[str] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def _read_state(path: Path) -> Weights:
+    """The state_dict of a weights or checkpoint file and what the file records."""
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
-        size = json.loads(meta["image_size"]) if "image_size" in meta else None
-        args = json.loads(meta["model_args"]) if "model_args" in meta else {}
-        return state, meta.get("model_name"), args, tuple(size) if size else None
+        record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if k in meta}
+        return _weights(path, state, meta.get("model_name"), record)
     obj = torch_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
     if "model_name" in obj and "model" in obj:
         # A reslab training checkpoint: verify its digest, deploy the EMA weights if it kept them.
         obj = load_checkpoint(path)
-        size = obj.get("image_size")
-        return eval_weights(obj), obj["model_name"], dict(obj.get("model_args") or {}), tuple(size) if size else None
+        return _weights(path, eval_weights(obj), obj["model_name"], obj)
     obj = unwrap(obj)  # e.g. akamaster's {"state_dict": ..., "best_prec1": ...}
     if not all(isinstance(v, Tensor) for v in obj.values()):
         raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
-    return obj, None, {}, None
+    return Weights(path, obj)
 
 
-def read_weights(source: str | Path) -> tuple[Path, dict[str, Tensor], str | None, dict, tuple[int, int, int] | None]:
-    """(file, state_dict with reslab's key names, model name, model args, image size) of a weights source.
+def _weights(path: Path, state: dict[str, Tensor], name: str | None, record: dict[str, Any]) -> Weights:
+    def get(key: str, kind: type) -> Any:
+        value = record.get(key)
+        return kind(value) if value else None
+
+    return Weights(path, state, name, dict(record.get("model_args") or {}), get("image_size", tuple),
+                   get("classes", list), get("mean", tuple), get("std", tuple))
+
+
+def read_weights(source: str | Path) -> Weights:
+    """The weights of `source` with reslab's key names, and what its file records.
 
     source: a .safetensors file, a state_dict file (torchvision, timm or reslab), a reslab
     training checkpoint (its EMA weights if it kept them) or a run directory (its
-    model.safetensors, else last.pt). Name, args and size are None / {} where the file
-    records nothing.
+    model.safetensors, else last.pt). A reslab file records the model name and args, the
+    image size, the class names and the normalization.
     """
     path = resolve(source, "weights")
     if not path.is_file():
         raise ReslabError(f"no such checkpoint file: {path}")
-    state, name, args, size = _read_state(path)
-    return path, convert_state_dict(state), name, args, size
+    weights = _read_state(path)
+    return dataclasses.replace(weights, state=convert_state_dict(weights.state))
 
 
