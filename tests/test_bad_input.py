@@ -129,6 +129,12 @@ CASES = [
     (["bench", "--models", "resnet20", "--device", "tpu"], "not available here"),
     (["predict", R, U + "/huge.png"], "cannot read image"),
     (["experiment", "depth", "--depths", "8", "--collect", "--out", "{new}"], "no finished run"),
+    # report: every path a run or an experiment, the page never over a user's or a run's file
+    (["report", "{new}", "--out", "{new}.html"], "no such run or experiment directory"),
+    (["report", R, U, "--out", "{new}.html"], "neither a run directory"),
+    (["report", R, "--out", U + "/notes.txt"], "reslab does not replace it"),
+    (["report", R, "--out", R + "/summary.json"], "belongs to the run"),
+    (["report", R, "--out", U], "is a directory"),
 ]
 
 

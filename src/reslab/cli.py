@@ -343,6 +343,36 @@ def _run_experiment(args: argparse.Namespace) -> None:
     print((Path(out) / args.name / "report.md").read_text())
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of runs and experiments",
+                       formatter_class=_formatter,
+                       description="One HTML file, images embedded: per run its config, curves, final metrics, "
+                                   "and its chosen checkpoint evaluated again on its test split (per-class "
+                                   "accuracy, confusion matrix, misclassified images with their top 3, Grad-CAM); "
+                                   "per experiment directory its table beside the paper's numbers, findings, "
+                                   "figures.")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_EXPERIMENT",
+                   help="run directories, and experiment directories (OUT/NAME of `reslab experiment`)")
+    p.add_argument("--out", default="report.html", help="HTML file to write")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="evaluate each run on a fixed sample of at most N test images (None: all)")
+    p.add_argument("--misclassified", type=_non_negative_int, default=24, metavar="N",
+                   help="misclassified test images shown per run, the most confident first")
+    p.add_argument("--gradcam", type=_non_negative_int, default=6, metavar="N",
+                   help="test images with a Grad-CAM map per run (one per class in turn)")
+    p.add_argument("--data-dir", default=None, help="data cache/download directory (None: each run's)")
+    p.add_argument("--batch", type=_positive_int, default=512, help="evaluation batch size")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from .report import html_report
+
+    log = lambda s: print(f"reslab: {s}", file=sys.stderr, flush=True)  # noqa: E731  progress, not results
+    print(html_report(args.paths, args.out, limit=args.limit, misclassified=args.misclassified,
+                      gradcam=args.gradcam, batch_size=args.batch, data_dir=args.data_dir, log=log))
+
+
 # --- performance (bench.py, export.py): bench, export
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="throughput and latency vs torchvision/timm, side by side",
@@ -484,8 +514,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_explain, _add_plot, _add_runs, _add_demo, _add_experiment, _add_bench, _add_export]
+SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_explain, _add_plot, _add_runs,
+               _add_demo, _add_experiment, _add_report, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

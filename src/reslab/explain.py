@@ -47,15 +47,34 @@ def grad_cam(model: nn.Module, x: Tensor, target: Tensor | None = None) -> tuple
     return cam / peak, classes
 
 
-def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | Path,
-                  target: str | None = None, device: str = "cpu") -> list[dict[str, Any]]:
-    """Writes OUT/<image stem>-gradcam.png (the image, and the heat map over it) for each image;
-    returns [{"file", "class", "prob", "png"}]. target: a class name to explain instead of the top one."""
+def gradcam_figure(image: Tensor, cam: Tensor, left: str, right: str):
+    """A matplotlib figure of two panels: the image, and the heat map over it.
+
+    image: (C, H, W) uint8 (C = 1 or 3); cam: (h, w) in [0, 1], stretched over the image when
+    its size differs; left, right: the panels' titles.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    h, w = image.shape[-2:]
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+    shown = image.permute(1, 2, 0).squeeze(-1).cpu().numpy()
+    for ax in axes:
+        ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+        ax.axis("off")
+    axes[1].imshow(cam.cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    axes[0].set_title(left, fontsize=8)
+    axes[1].set_title(right, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | Path,
+                  target: str | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+    """Writes OUT/<image stem>-gradcam.png (the image, and the heat map over it) for each image;
+    returns [{"file", "class", "prob", "png"}]. target: a class name to explain instead of the top one."""
     trained = load_trained(checkpoint, device)
     if target is not None and target not in trained.classes:
         raise ReslabError(f"unknown class {target!r}; this model's classes: {', '.join(trained.classes[:20])}")
@@ -70,15 +89,7 @@ def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         cam, cls = grad_cam(trained.model, x, wanted)
         prob = F.softmax(trained.model(x).float(), 1)[0, cls[0]].item()
         name = trained.classes[cls[0].item()]
-        fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
-        shown = image.permute(1, 2, 0).squeeze(-1).numpy()
-        for ax in axes:
-            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
-            ax.axis("off")
-        axes[1].imshow(cam[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[0].set_title(path.name, fontsize=8)
-        axes[1].set_title(f"Grad-CAM: {name} ({100 * prob:.1f}%)", fontsize=8)
-        fig.tight_layout()
+        fig = gradcam_figure(image, cam[0], path.name, f"Grad-CAM: {name} ({100 * prob:.1f}%)")
         png = save_figure(fig, out / f"{path.stem}-gradcam.png", "Grad-CAM image")
         results.append({"file": str(path), "class": name, "prob": round(prob, 6), "png": str(png)})
     return results

@@ -39,9 +39,12 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
 
 
 def split_loader(trained: Trained, data: str | None = None, split: str = "test", data_dir: str | None = None,
-                 batch_size: int = 512, device: str | torch.device = "cpu"):
+                 batch_size: int = 512, device: str | torch.device = "cpu", limit: int | None = None):
     """Batches (x: (N, C, H, W) float, normalized as the model was trained; y: (N,) int64) of
-    one split of `data` (the run's own data when None), resized to the model's input."""
+    one split of `data` (the run's own data when None), resized to the model's input.
+
+    limit: at most this many images, the same seeded sample every time, in the split's order.
+    """
     from .data import holdout, load
     from .train.loop import make_loader
 
@@ -55,6 +58,10 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     else:
         ds = load(name, split=split, root=root, fallback_size=size)
     _check_compatible(ds, trained)
+    if limit is not None and limit < len(ds):
+        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        ds = dataclasses.replace(ds, images=ds.images[keep], labels=ds.labels[keep],
+                                 meta={**ds.meta, "sample_of": len(ds)})
     loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2] else None,
                              channels_last=False)
     # normalize with the checkpoint's statistics, not the evaluated split's own

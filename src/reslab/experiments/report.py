@@ -2,14 +2,17 @@
 
 report.md says how to reproduce the experiment, the recipe and how its length compares
 with the paper's 64k iterations, the seeds, the time per net, the machine, our figures
-beside the paper's, and which of the paper's findings ours agree with.
+beside the paper's, and which of the paper's findings ours agree with. `read_experiment`
+reads the same content back from a written directory, for other formats (reslab.report's
+HTML page).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ReslabError
@@ -31,6 +34,12 @@ TITLES = {
     "preact": "Original against pre-activation blocks (He et al. 2016)",
     "responses": "Layer responses of plain and residual nets (Figure 7 of He et al. 2015)",
 }
+FIGURE_NOTE = ("Training error (dashed, thin) is the running error of the training batches, with augmentation "
+               "and in training mode; the table's training error is measured once at the end, in eval mode, "
+               "on the whole training split. Held-out error (bold) is the validation split's.")
+RESPONSES_NOTE = ("The response of a 3x3 layer is its BN's output, before the ReLU and the addition; its strength "
+                  "is the standard deviation of each channel over the test images and positions, averaged over "
+                  "the layer's channels.")
 
 
 def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence[Row],
@@ -40,23 +49,22 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     env = _environment(Path(out) / "runs" / rows[0].run)
     figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
     by_label = {s.label: s for s in summaries}
+    command = command or _command(name, base, seeds, out)
     results = {"experiment": name, "recipe": _recipe(base), "seeds": seeds, "environment": env,
+               "command": command, "nets": [n.label for n in nets],
                "summary": [asdict(s) for s in summaries], "runs": [asdict(r) for r in rows]}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     missing = [n.label for n in nets if n.label not in by_label]
     lines = [f"# {TITLES[name]}", "",
-             f"On {_data_name(base)}. Reproduce with:", "", "```bash", command or _command(name, base, seeds, out),
-             "```", "", "## Recipe", "", *_recipe_lines(base, nets), "",
+             f"On {_data_name(base)}. Reproduce with:", "", "```bash", command,
+             "```", "", "## Recipe", "", *[f"- {line}" for line in recipe_lines(base, nets)], "",
              f"Seeds: {', '.join(map(str, range(seeds)))} ({seeds} per net). Machine: {env}.", "",
              "## Results", "", *_table(name, nets, by_label), ""]
     if missing:
         lines += [f"Not finished yet: {', '.join(missing)} (the figure draws runs in progress as far as they got).",
                   ""]
     lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
-              f"![{name}]({figure.name})", "",
-              "Training error (dashed, thin) is the running error of the training batches, with augmentation "
-              "and in training mode; the table's training error is measured once at the end, in eval mode, "
-              "on the whole training split. Held-out error (bold) is the validation split's.", ""]
+              f"![{name}]({figure.name})", "", FIGURE_NOTE, ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -72,7 +80,9 @@ def _recipe(cfg: TrainConfig) -> dict:
     return {k: v for k, v in json.loads(cfg.to_json()).items() if k not in SPEED_ONLY}
 
 
-def _recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
+def recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
+    """The recipe in a few sentences: optimizer and schedule, run length against the paper's,
+    augmentation, the validation hold-out, the warm-up of the deepest nets."""
     if cfg.iters:
         length = f"{cfg.iters:,} iterations ({cfg.iters / PAPER_ITERS:.3g} of the paper's {PAPER_ITERS:,})"
     else:
@@ -82,12 +92,12 @@ def _recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
     val = (f"{int(cfg.val_size):,} training images held out for validation" if cfg.val_size >= 1 else
            f"{cfg.val_size:.0%} of the training images held out for validation") if cfg.val_size else \
         "no validation split"
-    lines = [f"- {cfg.optimizer.upper()} lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}, "
+    lines = [f"{cfg.optimizer.upper()} lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}, "
              f"batch {cfg.batch_size}, {sched}; {length}.",
-             f"- Augmentation: {cfg.augment or 'none'}; mixed precision: {cfg.amp}.",
-             f"- {val}; the checkpoint with the best validation error is tested once on the test split."]
+             f"Augmentation: {cfg.augment or 'none'}; mixed precision: {cfg.amp}.",
+             f"{val}; the checkpoint with the best validation error is tested once on the test split."]
     if cfg.lr == 0.1 and cfg.schedule == "multistep" and any(n.depth >= 110 for n in nets):
-        lines.append("- Nets of 110 layers and more start at lr 0.01 until the training error is under 80% "
+        lines.append("Nets of 110 layers and more start at lr 0.01 until the training error is under 80% "
                      "(the paper's warm-up), then go on at 0.1.")
     return lines
 
@@ -116,10 +126,14 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _table(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list[str]:
-    lines = ["| net | params | runs | train error % | val error % | test error %: best (mean +- std) | "
-             "paper's test error % | minutes per run |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+RESULTS_HEADER = ["net", "params", "runs", "train error %", "val error %", "test error %: best (mean +- std)",
+                  "paper's test error %", "minutes per run"]
+
+
+def results_table(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list[list[str]]:
+    """One row of cells (RESULTS_HEADER) per finished net, in the experiment's order: our errors
+    (%) and parameters with the paper's beside them."""
+    rows = []
     for net in nets:
         s = by_label.get(net.label)
         if s is None:
@@ -127,9 +141,19 @@ def _table(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list
         test = _pct(s.test_best) if s.runs == 1 else f"{_pct(s.test_best)} ({_pct(s.test_err)}+-{_pct(s.test_std)})"
         paper = paper_params(net) if name in ("depth", "degradation") else None
         params = f"{s.params / 1e6:.3f}M" + (f" (paper {paper / 1e6:.2f}M)" if paper else "")
-        lines.append(f"| {net.label} | {params} | {s.runs} | {_pct(s.train_err)} | {_pct(s.val_err)} | {test} | "
-                     f"{paper_error(name, net) or '-'} | {s.seconds / 60:.1f} |")
-    return lines
+        rows.append([net.label, params, str(s.runs), _pct(s.train_err), _pct(s.val_err), test,
+                     paper_error(name, net) or "-", f"{s.seconds / 60:.1f}"])
+    return rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown lines; the first column left-aligned, the others (numbers) right-aligned."""
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return [line(header), "| --- |" + " ---: |" * (len(header) - 1), *map(line, rows)]
+
+
+def _table(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> list[str]:
+    return _markdown_table(RESULTS_HEADER, results_table(name, nets, by_label))
 
 
 def _trend(values: list[tuple[int, float]], rising: bool) -> str:
@@ -230,6 +254,30 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     return path
 
 
+RESPONSES_HEADER = ["net", "3x3 layers", "mean std", "median std"]
+
+
+def responses_table(curves: dict[str, list[float]]) -> list[list[str]]:
+    """One row of cells (RESPONSES_HEADER) per net: its 3x3 layers' response strengths summarized."""
+    return [[k, str(len(v)), f"{sum(v) / len(v):.3f}", f"{sorted(v)[len(v) // 2]:.3f}"] for k, v in curves.items()]
+
+
+def responses_findings(curves: dict[str, list[float]], nets: Sequence[Net]) -> list[str]:
+    """Figure 7's claims, each with what our responses show."""
+    mean = {k: sum(v) / len(v) for k, v in curves.items()}
+    out = []
+    pairs = [(d, mean[f"plain-{d}"], mean[f"resnet-{d}"]) for d in sorted({n.depth for n in nets})
+             if f"plain-{d}" in mean and f"resnet-{d}" in mean]
+    if pairs:
+        out.append("Paper: ResNets respond more weakly than plain nets of the same depth. Ours (mean std, "
+                   "plain -> ResNet): " + ", ".join(f"{d}: {p:.3f} -> {r:.3f}" for d, p, r in pairs)
+                   + f"; weaker at {sum(r < p for _, p, r in pairs)} of {len(pairs)} depths.")
+    res = [(n.depth, mean[n.label]) for n in nets if n.label.startswith("resnet-") and n.label in mean]
+    if len(res) > 1:
+        out.append(f"Paper: the deeper the ResNet, the weaker each layer. Ours: mean std {_trend(res, False)}.")
+    return out
+
+
 def run_responses(out: str | Path, depths: Sequence[int] | None = None, batch_size: int = 500,
                   command: str | None = None, progress: bool = True) -> dict[str, list[float]]:
     """Figure 7 from the finished seed-0 runs in out/runs (nothing is trained): the std of each
@@ -254,25 +302,86 @@ def run_responses(out: str | Path, depths: Sequence[int] | None = None, batch_si
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "responses.json").write_text(json.dumps(curves, indent=2) + "\n")
     plot_responses(curves, folder / "responses.png", title="std of each 3x3 layer's response (test images)")
-    mean = {k: sum(v) / len(v) for k, v in curves.items()}
     lines = [f"# {TITLES['responses']}", "", "Reproduce with:", "", "```bash",
              command or f"reslab experiment responses --out {out}", "```", "",
-             "The response of a 3x3 layer is its BN's output, before the ReLU and the addition; its strength is "
-             "the standard deviation of each channel over the test images and positions, averaged over the "
-             "layer's channels. Read from the seed-0 runs of the experiment directory (best checkpoint); "
+             RESPONSES_NOTE + " Read from the seed-0 runs of the experiment directory (best checkpoint); "
              f"machine: {_environment(run_dir(out, next(n for n in nets if n.label in curves), 0))}.", "",
-             "| net | 3x3 layers | mean std | median std |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {k} | {len(v)} | {mean[k]:.3f} | {sorted(v)[len(v) // 2]:.3f} |" for k, v in curves.items()]
+             *_markdown_table(RESPONSES_HEADER, responses_table(curves))]
     lines += ["", "## Against the paper", ""]
-    pairs = [(d, mean[f"plain-{d}"], mean[f"resnet-{d}"]) for d in sorted({n.depth for n in nets})
-             if f"plain-{d}" in mean and f"resnet-{d}" in mean]
-    if pairs:
-        lines.append("- Paper: ResNets respond more weakly than plain nets of the same depth. Ours (mean std, "
-                     "plain -> ResNet): " + ", ".join(f"{d}: {p:.3f} -> {r:.3f}" for d, p, r in pairs)
-                     + f"; weaker at {sum(r < p for _, p, r in pairs)} of {len(pairs)} depths.")
-    res = [(n.depth, mean[n.label]) for n in nets if n.label.startswith("resnet-") and n.label in mean]
-    if len(res) > 1:
-        lines.append(f"- Paper: the deeper the ResNet, the weaker each layer. Ours: mean std {_trend(res, False)}.")
+    lines += [f"- {f}" for f in responses_findings(curves, nets)]
     lines += ["", "![responses](responses.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))
     return curves
+
+
+# --- a written experiment, read back -----------------------------------------------------
+@dataclass(frozen=True)
+class ExperimentReport:
+    """What an experiment directory's report.md says, as data: the sentences, the table's header
+    and rows (strings, as report.md shows them), and the figure files."""
+
+    name: str
+    folder: Path
+    title: str
+    data: str | None  # what the nets were trained on, as the report names it
+    command: str | None  # reproduces the experiment (None where results.json predates recording it)
+    recipe: list[str]  # sentences
+    seeds: int | None
+    environment: str | None
+    header: list[str]
+    rows: list[list[str]]
+    missing: list[str]  # nets of the experiment not finished yet
+    findings: list[str]  # the paper's claims, each with what ours show
+    figures: list[Path]
+    note: str  # what the figures and the table measure
+
+
+def is_experiment_dir(path: str | Path) -> bool:
+    """A directory `reslab experiment` wrote: results.json (or responses.json for `responses`)."""
+    path = Path(path)
+    try:
+        results = json.loads((path / "results.json").read_text())
+        return isinstance(results, dict) and results.get("experiment") in TITLES
+    except (OSError, ValueError):
+        return (path / "responses.json").is_file()
+
+
+def _nets(name: str, labels: Sequence[str]) -> list[Net]:
+    """The nets of experiment `name` with these labels, in the experiment's order (depths read off the labels)."""
+    depths = sorted({int(m.group(1)) for label in labels if (m := re.search(r"-(\d+)", label))})
+    return [n for n in experiment_nets(name, depths or None) if n.label in labels]
+
+
+def read_experiment(folder: str | Path) -> ExperimentReport:
+    """The report of the experiment `reslab experiment` wrote into `folder`, read from its
+    results.json (responses.json for `responses`) and figures."""
+    folder = Path(folder)
+    if not is_experiment_dir(folder):
+        raise ReslabError(f"{folder} is not an experiment directory (it holds no results.json or responses.json "
+                          "that `reslab experiment` wrote)")
+    figures = sorted(folder.glob("*.png"))
+    if not (folder / "results.json").is_file():
+        try:
+            curves = json.loads((folder / "responses.json").read_text())
+            if not isinstance(curves, dict) or not all(isinstance(v, list) and v for v in curves.values()):
+                raise ValueError("not a mapping of nets to response strengths")
+        except (OSError, ValueError) as e:
+            raise ReslabError(f"cannot read {folder / 'responses.json'}: {e}") from None
+        return ExperimentReport("responses", folder, TITLES["responses"], None, None, [], None, None,
+                                RESPONSES_HEADER, responses_table(curves), [],
+                                responses_findings(curves, _nets("responses", list(curves))), figures,
+                                RESPONSES_NOTE)
+    results = json.loads((folder / "results.json").read_text())
+    name = results["experiment"]
+    try:
+        summaries = [Summary(**s) for s in results.get("summary", [])]
+        base = TrainConfig.from_dict(results["recipe"])
+    except (KeyError, TypeError, ReslabError) as e:
+        raise ReslabError(f"cannot read {folder / 'results.json'}: {e}") from None
+    by_label = {s.label: s for s in summaries}
+    nets = _nets(name, results.get("nets") or list(by_label))
+    return ExperimentReport(name, folder, TITLES[name], _data_name(base), results.get("command"),
+                            recipe_lines(base, nets), results.get("seeds"), results.get("environment"),
+                            RESULTS_HEADER, results_table(name, nets, by_label),
+                            [n.label for n in nets if n.label not in by_label],
+                            findings(name, nets, by_label), figures, FIGURE_NOTE)
