@@ -342,7 +342,8 @@ def inference_configs(
         for dtype in (d for d in dtypes if d in DTYPES[backend]):
             label = f"{PEER_NAMES[backend]} {dtype}{PEER_INT8[backend] if dtype == 'int8' else ''}"
             configs.append(Config(label, backend, dtype, "NCHW", True,
-                                  lambda b=backend, d=dtype: optimize(model, d, calibration=calibration, backend=b)))
+                                  lambda b=backend, d=dtype: optimize(model, d, calibration=calibration, backend=b,
+                                                                      input_size=tuple(calibration.shape[1:]))))
     return configs
 
 
@@ -422,9 +423,22 @@ def bench_inference(
         base_rounds = rows[0].rounds
         notes.append(f"{name}: baseline {base_rounds[0]:.1f} img/s in the first round, "
                      f"{base_rounds[-1]:.1f} in the last")
+        notes.append(_fastest(name, rows, batch))
         results += rows
     notes += _process_notes(device)
     return Report(machine_info(device), "infer", peaks, results, notes)
+
+
+def _fastest(name: str, rows: list[Result], batch: int) -> str:
+    """Which configuration led, at `batch` and at batch 1 (a peer runtime's row is what
+    `reslab.optimize(..., backend=...)` returns)."""
+    best = max(rows, key=lambda r: r.images_per_s)
+    line = f"{name}: fastest at batch {batch}: {best.config} ({best.speedup:.2f}x)"
+    timed = [r for r in rows if r.latency_ms]
+    if timed:
+        quick = min(timed, key=lambda r: r.latency_ms)
+        line += f"; at batch 1: {quick.config} ({quick.latency_ms:.1f} ms)"
+    return line
 
 
 def _speedups(r: Result, base: Result) -> None:
