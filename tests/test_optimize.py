@@ -145,3 +145,22 @@ def test_bad_arguments() -> None:
         optimize("resnet21")
     with pytest.raises(ReslabError, match="empty"):
         optimize("resnet20", dtype="int8", calibration=[])
+
+
+def test_many_optimized_models_all_stay_compiled() -> None:
+    # Every InferenceModel shares one forward; past Dynamo's default 8 cache entries per code
+    # object it would silently run every later model eagerly (int8 PT2E then ~10x slower).
+    from torch._dynamo.utils import counters
+
+    def tiny() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+
+    torch.manual_seed(0)
+    before = counters["stats"]["unique_graphs"]
+    for _ in range(5):
+        model = tiny()
+        model(torch.randn(1, 3, 6, 6))  # materialize the lazy layer
+        fast = optimize(model.eval(), "fp32")
+        for batch in (1, 2):
+            fast(torch.randn(batch, 3, 6, 6))
+    assert counters["stats"]["unique_graphs"] - before == 10

@@ -52,12 +52,24 @@ class _Cast(nn.Module):
         return self.model(x.to(self.dtype, memory_format=self.memory_format)).float()
 
 
-def _freezing(on: bool):
-    """Inductor's freezing (weights become constants: prepacked for oneDNN, BN/quant folded)
-    for the compilations that happen inside this context."""
+def _compiling(on: bool):
+    """The settings the compilations inside this context need: Inductor's freezing (weights
+    become constants: prepacked for oneDNN, BN and quantization folded), and room for every
+    optimized model of the process in Dynamo's cache. All InferenceModels share one forward, so
+    past Dynamo's default of 8 entries per code object (e.g. a 5th model at 2 batch sizes) it
+    would stop compiling that forward and run every later model eagerly, unoptimized."""
+    if not on:
+        return contextlib.nullcontext()
+    import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
-    return inductor_config.patch(freezing=True) if on else contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(inductor_config.patch(freezing=True))
+    stack.enter_context(dynamo_config.patch(recompile_limit=_CACHE_ENTRIES, accumulated_recompile_limit=_CACHE_ENTRIES))
+    return stack
+
+
+_CACHE_ENTRIES = 1024
 
 
 class InferenceModel(nn.Module):
@@ -89,7 +101,7 @@ class InferenceModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # Freezing only applies to graphs compiled with grad disabled.
-        with torch.no_grad(), _freezing(self.compiled):
+        with torch.no_grad(), _compiling(self.compiled):
             return self._run(x)
 
     def extra_repr(self) -> str:
