@@ -54,7 +54,9 @@ class _Cast(nn.Module):
 
 def _compiling(on: bool):
     """The settings the compilations inside this context need: Inductor's freezing (weights
-    become constants: prepacked for oneDNN, BN and quantization folded), and room for every
+    become constants: prepacked for oneDNN, BN and quantization folded), its C++ wrapper (the
+    per-kernel calls from generated C++ rather than Python: 15% off ResNet-50's batch-1 latency
+    and 7-9% at batch 16 on one CPU thread, benchmarks/RESULTS.md), and room for every
     optimized model of the process in Dynamo's cache. All InferenceModels share one forward, so
     past Dynamo's default of 8 entries per code object (e.g. a 5th model at 2 batch sizes) it
     would stop compiling that forward and run every later model eagerly, unoptimized."""
@@ -64,7 +66,7 @@ def _compiling(on: bool):
     import torch._inductor.config as inductor_config
 
     stack = contextlib.ExitStack()
-    stack.enter_context(inductor_config.patch(freezing=True))
+    stack.enter_context(inductor_config.patch(freezing=True, cpp_wrapper=True))
     stack.enter_context(dynamo_config.patch(recompile_limit=_CACHE_ENTRIES, accumulated_recompile_limit=_CACHE_ENTRIES))
     return stack
 
