@@ -11,11 +11,11 @@ from reslab.errors import ReslabError
 from reslab.export import (
     export_onnx,
     export_pt2,
-    fold_bn,
     load_model,
     onnx_max_abs_diff,
     save_safetensors,
 )
+from reslab.quantize import fold_bn
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:

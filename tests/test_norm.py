@@ -103,7 +103,7 @@ def test_compiled_batchnorm_switches_class_only():
     assert list(model.state_dict()) == keys
     assert opt.param_groups[0]["params"][1] is model.bn1.weight
     # BN folding still finds every conv->BN pair through the subclass
-    from reslab.export import fold_bn
+    from reslab.quantize import fold_bn
 
     folded = fold_bn(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())

@@ -8,8 +8,8 @@ from torch import nn
 
 import reslab
 from reslab.errors import ReslabError
-from reslab.export import int8_method, quantize_int8
 from reslab.optimize import TOLERANCE, InferenceModel, optimize
+from reslab.quantize import int8_method, quantize_int8
 
 
 def _trained_like(name: str, **kw) -> nn.Module:

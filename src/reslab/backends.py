@@ -85,10 +85,10 @@ class RuntimeModel:
 
 
 def _numpy_batches(calibration: Tensor | Iterable, max_images: int = 512) -> list[np.ndarray]:
-    from .export import _batches
+    from .quantize import calibration_batches
 
     batches, seen = [], 0
-    for batch in _batches(calibration):
+    for batch in calibration_batches(calibration):
         batches.append(batch.detach().cpu().float().numpy())
         seen += len(batch)
         if seen >= max_images:

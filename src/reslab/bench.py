@@ -311,8 +311,8 @@ def inference_configs(
     `dtypes` they run; they are what `optimize(model, dtype, backend=...)` returns.
     """
     from .backends import DTYPES
-    from .export import int8_method
     from .optimize import optimize
+    from .quantize import int8_method
 
     state = model.state_dict()
     configs = []

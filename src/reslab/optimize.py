@@ -6,7 +6,7 @@ eval mode and conv+BN folding (fewer kernels, nothing lost), channels_last
 and activations (AVX512-BF16 / AMX throughput, half the memory traffic), and
 torch.compile with freezing (weights become constants, so Inductor prepacks
 them for oneDNN and fuses the elementwise tails into the convolutions).
-int8 goes through `reslab.export.quantize_int8` instead (PT2E with torchao, then the
+int8 goes through `reslab.quantize.quantize_int8` instead (PT2E with torchao, then the
 same compile with freezing, which lowers it to oneDNN int8 kernels).
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ._lazy import callable_module
 from .backends import BACKENDS, RuntimeModel
 from .errors import ReslabError
-from .export import fold_bn, int8_method, quantize_int8
+from .quantize import fold_bn, int8_method, quantize_int8
 from .runtime import cpu_has_bf16
 
 Dtype = Literal["fp32", "bf16", "int8"]
