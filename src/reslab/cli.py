@@ -478,9 +478,6 @@ def _run_export(args: argparse.Namespace) -> None:
     from .models.registry import default_input_size
 
     loaded = load(args.checkpoint, args.model)
-    if loaded.random:
-        print(f"note: exporting {loaded.name} with random (untrained) weights; give a checkpoint or run "
-              "directory for trained ones", file=sys.stderr)
     size = tuple(args.input_size) if args.input_size else loaded.input_size or default_input_size(loaded.name)
     dynamic = not args.static_batch
     if args.format == "safetensors":
@@ -501,6 +498,9 @@ def _run_export(args: argparse.Namespace) -> None:
         path = export_pt2(loaded.model, args.out, size, dynamic, aoti=args.format == "pt2", fold=args.fold)
     print(f"wrote {path} ({loaded.name}, input {'N' if dynamic or args.format == 'openvino' else 2}x"
           f"{'x'.join(map(str, size))})")
+    if loaded.random:
+        print(f"note: {path} has random (untrained) weights of {loaded.name}; give a checkpoint or run "
+              "directory to export trained ones", file=sys.stderr)
 
 
 # --- shared argument types --------------------------------------------------
