@@ -71,3 +71,23 @@ def test_eval_is_resize_center_crop_in_order(folder):
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     torch.testing.assert_close(x[1], (expected - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+def test_ranks_read_disjoint_shares_of_each_global_batch(folder):
+    one = StreamingLoader(folder, batch_size=8, train=True, image_size=24, num_workers=0, seed=3)
+    ranks = [StreamingLoader(folder, batch_size=8, train=True, image_size=24, num_workers=0, seed=3,
+                             rank=r, world=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one) == 2  # the ranks step together
+    for epoch in (0, 1):
+        order = one.order(epoch)
+        shares = [sum(r.shares(epoch), []) for r in ranks]
+        assert len(shares[0]) == len(set(shares[0])) == 8 and not set(shares[0]) & set(shares[1])
+        # together the epoch's first 16 images in its seeded order; the other 5 of 21 are the remainder
+        assert sorted(shares[0] + shares[1]) == sorted(order[:16].tolist())
+        # a rank's share of a batch is the one the memory Loader gives it: positions rank, rank + world, ...
+        assert ranks[1].shares(epoch)[0] == order[1:8:2].tolist()
+    assert ranks[0].shares(0, start=1) == ranks[0].shares(0)[1:]  # a resumed pass starts at its batch
+    x, y = next(iter(ranks[1]))
+    files = one.dataset.files
+    assert x.shape[0] <= 4 and y.tolist() == [int(files.labels[i]) for i in ranks[1].shares(0)[0]
+                                             if "zz_broken" not in files.path(i)]

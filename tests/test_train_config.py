@@ -41,6 +41,8 @@ def test_every_preset_builds():
     ({"distill_temperature": 0}, "distill_temperature"),
     ({"model_args": "{bad"}, "model_args must be a JSON object"), ({"milestones": 0.5}, "milestones must be a list"),
     ({"betas": ["a", "b"]}, "betas must be two numbers"),
+    ({"loader": "disk"}, "loader must be one of"), ({"workers": -1}, "workers must be"),
+    ({"loader": "stream", "data": "cifar10"}, "loader=stream reads image folders"),
 ])
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ReslabError, match=field):

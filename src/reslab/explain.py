@@ -83,7 +83,7 @@ def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | P
         raise ReslabError(f"{out} is a file; --out takes a directory for the images")
     results = []
     for path in image_files(inputs):
-        image = read_image(path, trained.image_size)
+        image = read_image(path, trained.image_size, trained.loader == "stream")
         x = normalize(trained, image[None])
         wanted = None if target is None else torch.tensor([trained.classes.index(target)])
         cam, cls = grad_cam(trained.model, x, wanted)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
-from .data.datasets import IMAGE_EXTENSIONS
+from .data.datasets import IMAGE_EXTENSIONS, Dataset
 from .errors import ReslabError
 from .train.loop import EvalResult, amp_dtype, evaluate
 from .train.rundir import Trained, load_trained
@@ -41,38 +41,49 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
 def split_loader(trained: Trained, data: str | None = None, split: str = "test", data_dir: str | None = None,
                  batch_size: int = 512, device: str | torch.device = "cpu", limit: int | None = None):
     """Batches (x: (N, C, H, W) float, normalized as the model was trained; y: (N,) int64) of
-    one split of `data` (the run's own data when None), resized to the model's input.
+    one split of `data` (the run's own data when None), resized to the model's input; an image
+    folder of a streamed run is streamed as its validation was (resize S/0.875, center crop S).
 
     limit: at most this many images, the same seeded sample every time, in the split's order.
     """
-    from .data import holdout, load
+    from .data import folder_files, has_val_folder, holdout, imagefolder_path, load
     from .train.loop import make_loader
 
     cfg = trained.config
     name = data or cfg.data
     root, size = data_dir or cfg.data_dir, trained.image_size[-1]
+    streamed = trained.loader == "stream" and imagefolder_path(name) is not None
+
+    def read(part: str) -> Any:
+        return folder_files(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
+
     if split == "val":
-        ds = holdout(load(name, split="train", root=root, fallback_size=size), cfg.val_size, cfg.seed)[1]
+        # the run's validation split: an image folder's val/, else the hold-out, rebuilt from its seed and size
+        ds = read("val") if has_val_folder(name) else holdout(read("train"), cfg.val_size, cfg.seed)[1]
         if ds is None:
             raise ReslabError("this run held out no validation split; use --split test")
     else:
-        ds = load(name, split=split, root=root, fallback_size=size)
+        ds = read(split)
     _check_compatible(ds, trained)
     if limit is not None and limit < len(ds):
         keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        ds = dataclasses.replace(ds, images=ds.images[keep], labels=ds.labels[keep],
-                                 meta={**ds.meta, "sample_of": len(ds)})
-    loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2] else None,
-                             channels_last=False)
+        ds = ds.subset(keep) if streamed else dataclasses.replace(
+            ds, images=ds.images[keep], labels=ds.labels[keep], meta={**ds.meta, "sample_of": len(ds)})
+    if streamed:
+        loader_cfg = cfg.replace(resize=size, channels_last=False)
+    else:
+        loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2]
+                                 else None, channels_last=False)
     # normalize with the checkpoint's statistics, not the evaluated split's own
     ds = dataclasses.replace(ds, mean=trained.mean, std=trained.std)
     return make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
 
 
 def _check_compatible(ds: Any, trained: Trained) -> None:
-    if ds.images.shape[1] != trained.image_size[0]:
+    channels = ds.images.shape[1] if isinstance(ds, Dataset) else 3  # streamed files are read as RGB
+    if channels != trained.image_size[0]:
         raise ReslabError(f"the model takes {trained.image_size[0]}-channel images; "
-                          f"{ds.name} has {ds.images.shape[1]}")
+                          f"{ds.name} has {channels}")
     if list(ds.classes) != trained.classes:
         raise ReslabError(f"{ds.name} has classes {list(ds.classes)[:5]}..., the checkpoint "
                           f"{trained.classes[:5]}...: not the data this model was trained on")
@@ -94,15 +105,19 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def read_image(path: Path, image_size: tuple[int, int, int]) -> Tensor:
+def read_image(path: Path, image_size: tuple[int, int, int], streamed: bool = False) -> Tensor:
     """(C, H, W) uint8 at the model's size, fitted as the training cache fits photos (shorter
-    side, then center crop); grayscale or RGB as the model expects."""
+    side, then center crop); grayscale or RGB as the model expects. streamed: as a streamed
+    run evaluated (shorter side to S/0.875, then the center S x S)."""
     from PIL import Image, UnidentifiedImageError
 
     from .data import decode_image
+    from .data.streaming import read_eval
 
     c, h, w = image_size
     try:
+        if streamed and c == 3 and h == w:
+            return read_eval(path, h)
         a = decode_image(path, size=h if (h == w) else None, mode="L" if c == 1 else "RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ReslabError(f"cannot read image {path}: {e}") from None
@@ -139,11 +154,12 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 
     else:
         trained = load_trained(checkpoint, device)
     files = image_files(inputs)
+    streamed = isinstance(trained, Trained) and trained.loader == "stream"  # exported files do not say
     k = max(1, min(topk, len(trained.classes)))
     results = []
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        probs = predict_tensor(trained, torch.stack([read_image(p, trained.image_size) for p in chunk]))
+        probs = predict_tensor(trained, torch.stack([read_image(p, trained.image_size, streamed) for p in chunk]))
         p, idx = probs.topk(k, dim=1)
         for f, pr, ix in zip(chunk, p.tolist(), idx.tolist(), strict=True):
             results.append({"file": str(f), "top": [{"class": trained.classes[i], "prob": round(q, 6)}

@@ -76,3 +76,11 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return platform.machine() == "arm64"  # Apple silicon has bf16 instructions
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None

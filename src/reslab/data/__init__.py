@@ -12,6 +12,7 @@ from .._lazy import exports
 _WHERE = {
     "DataWarning": ".datasets",
     "Dataset": ".datasets",
+    "ImageFiles": ".streaming",
     "Loader": ".loader",
     "MissingSplitError": ".datasets",
     "NAMES": ".datasets",
@@ -24,7 +25,10 @@ _WHERE = {
     "data_dir": ".download",
     "decode_image": ".datasets",
     "download_file": ".download",
+    "folder_files": ".streaming",
+    "has_val_folder": ".datasets",
     "holdout": ".datasets",
+    "imagefolder_path": ".datasets",
     "load": ".datasets",
     "scan_folder": ".datasets",
     "split": ".datasets",
@@ -32,7 +36,8 @@ _WHERE = {
 __getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = [
-    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "Loader", "MissingSplitError", "Remote",
-    "StreamingImageFolder", "StreamingLoader", "channel_stats",
-    "data_dir", "decode_image", "download_file", "holdout", "load", "scan_folder", "split",
+    "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "ImageFiles", "Loader", "MissingSplitError",
+    "Remote", "StreamingImageFolder", "StreamingLoader", "channel_stats", "data_dir", "decode_image",
+    "download_file", "folder_files", "has_val_folder", "holdout", "imagefolder_path", "load", "scan_folder",
+    "split",
 ]

@@ -132,10 +132,10 @@ def load(name: str, split: str = "train", root: str | os.PathLike | None = None,
     """
     if not isinstance(name, str):
         raise ReslabError(f"a data name is a string such as 'cifar10' or 'imagefolder:PATH', got {name!r}")
-    key = name.strip()
-    if key.lower().startswith("imagefolder:"):
-        return _load_imagefolder(key.split(":", 1)[1], split, root, image_size, fallback_size)
-    key = key.lower().replace("-", "_")
+    folder = imagefolder_path(name)
+    if folder is not None:
+        return _load_imagefolder(folder, split, root, image_size, fallback_size)
+    key = name.strip().lower().replace("-", "_")
     if key == "digits":
         return _load_digits(split)
     if key in ("cifar10", "cifar100", "cifar100_coarse"):
@@ -152,13 +152,28 @@ def _check_split(split: str, name: str) -> str:
     return split
 
 
+def imagefolder_path(name: str) -> Path | None:
+    """PATH of a data name "imagefolder:PATH" (with ~ expanded); None for any other name."""
+    if not isinstance(name, str) or not name.strip().lower().startswith("imagefolder:"):
+        return None
+    return Path(name.strip().split(":", 1)[1]).expanduser()
+
+
+def has_val_folder(name: str) -> bool:
+    """Whether `name` is an image folder with train/ and val/ sub-folders (ImageNet's layout):
+    its val/ is then the validation split, and nothing is held out of train/."""
+    base = imagefolder_path(name)
+    return base is not None and (base / "train").is_dir() and (base / "val").is_dir()
+
+
 AUTO_VAL_FRACTION, AUTO_VAL_MAX = 0.1, 5000
 
 
 def holdout(ds: Dataset, val_size: float | None, seed: int = 0) -> tuple[Dataset, Dataset | None]:
     """(train, val) of `ds` as a run's val_size asks: an image count >= 1, a fraction in (0, 1),
     0 for no validation split, or None for one that fits the data: 10% of the images, at most
-    5,000, stratified; none (with a one-line DataWarning) where that leaves under 2 per class."""
+    5,000, stratified; none (with a one-line DataWarning) where that leaves under 2 per class.
+    `ds` may also be the unread files of a folder (`streaming.ImageFiles`): the same images are held out."""
     if val_size is None:
         k = min(AUTO_VAL_MAX, round(AUTO_VAL_FRACTION * len(ds)))
         if k < 2 * len(ds.classes):
@@ -423,6 +438,48 @@ class FolderScan:
     key: str  # hash over relative paths, sizes and modification times
 
 
+def folder_classes(root: Path) -> list[str]:
+    """The class names of image folder `root`: its sub-folders, sorted; one line if there are none."""
+    if not root.is_dir():
+        raise ReslabError(f"image folder {root} does not exist or is not a directory")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ReslabError(f"image folder {root} has no class sub-folders; expected "
+                          f"{root}/<class>/<image>.jpg")
+    return classes
+
+
+def split_folder(base: Path, split: str) -> Path:
+    """The folder holding `split` of image folder `base`: its sub-folder of that name, else
+    `base` itself for "train"."""
+    if not base.is_dir():
+        raise ReslabError(f"image folder {base} does not exist or is not a directory")
+    if (base / split).is_dir():
+        return base / split
+    if split == "train":
+        return base
+    raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ "
+                            f"and {split}/ sub-folders, or evaluate a run on its validation split "
+                            "(reslab eval --split val)")
+
+
+def paired_train_folder(base: Path, folder: Path, split: str) -> Path | None:
+    """The train/ folder whose classes (and normalization) evaluation split `folder` of `base`
+    shares; None for the training split itself or a base without train/."""
+    if folder != base and split != "train" and (base / "train").is_dir():
+        return base / "train"
+    return None
+
+
+def check_same_classes(folder: Path, classes: list[str], train_folder: Path, train_classes: list[str]) -> None:
+    """One line when an evaluation folder's classes are not the train folder's (labels would not match)."""
+    if list(classes) != list(train_classes):
+        only = sorted(set(classes) ^ set(train_classes))
+        more = f" and {len(only) - 5} more" if len(only) > 5 else ""
+        raise ReslabError(f"{folder} and {train_folder} have different class folders "
+                          f"({', '.join(only[:5])}{more} in one only); labels would not match")
+
+
 def scan_folder(root: str | os.PathLike) -> FolderScan:
     """Walk `root`/<class>/**/<image>: classes sorted by name, files sorted by path.
 
@@ -430,12 +487,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
     a class folder without images (its label would silently be missing).
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ReslabError(f"image folder {root} does not exist or is not a directory")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise ReslabError(f"image folder {root} has no class sub-folders; expected "
-                          f"{root}/<class>/<image>.jpg")
+    classes = folder_classes(root)
     h = hashlib.sha256()
     paths, labels, ignored, empty = [], [], [], []
 
@@ -475,11 +527,18 @@ def decode_image(path: str | os.PathLike, size: int | None = None, mode: str = "
     size: resize the shorter side to `size` (bilinear, antialiased) and
     center-crop a size x size square.
     """
+    im = open_image(path, mode, draft=size)
+    return np.asarray(im if size is None else _fit(im, size), dtype=np.uint8)
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB", draft: int | None = None):
+    """One image file as a decoded PIL image in `mode` ("RGB" or "L"), converted as `decode_image`
+    says. draft: a JPEG much larger than draft x draft is decoded at a reduced scale (at least that)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        if size is not None and im.format == "JPEG":
-            im.draft(mode, (size, size))  # decode at a reduced scale when much larger
+        if draft is not None and im.format == "JPEG":
+            im.draft(mode, (draft, draft))
         if im.mode.startswith("I"):  # 16- or 32-bit integer grayscale, e.g. a 16-bit PNG
             deep = np.asarray(im, dtype=np.float64)
             im = Image.fromarray((deep * 255.0 / (65535.0 if deep.max() > 255 else 255.0)).round()
@@ -487,8 +546,9 @@ def decode_image(path: str | os.PathLike, size: int | None = None, mode: str = "
         if im.mode == "P" and "transparency" in im.info:
             im = im.convert("RGBA")
         if im.mode != mode:
-            im = im.convert(mode)
-        return np.asarray(im if size is None else _fit(im, size), dtype=np.uint8)
+            return im.convert(mode)
+        im.load()  # the pixels stay readable once the file is closed
+        return im
 
 
 def _fit(im, size: int):
@@ -590,27 +650,15 @@ def _load_folder(folder: Path, root, image_size: int | None, warn: bool = True,
     return arrays, meta
 
 
-def _load_imagefolder(path: str, split: str, root, image_size: int | None,
+def _load_imagefolder(base: Path, split: str, root, image_size: int | None,
                       fallback_size: int | None = None) -> Dataset:
-    base = Path(path).expanduser()
-    if not base.is_dir():
-        raise ReslabError(f"image folder {base} does not exist or is not a directory")
-    if (base / split).is_dir():
-        folder = base / split
-    elif split == "train":
-        folder = base
-    else:
-        raise MissingSplitError(f"image folder {base} has no {split}/ sub-folder: put the images in train/ "
-                                f"and {split}/ sub-folders, or evaluate a run on its validation split "
-                                "(reslab eval --split val)")
+    folder = split_folder(base, split)
     arrays, meta = _load_folder(folder, root, image_size, fallback_size=fallback_size)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    if folder != base and split != "train" and (base / "train").is_dir():
+    if (train_folder := paired_train_folder(base, folder, split)) is not None:
         # Evaluation data is normalized with the training set's statistics.
-        train_meta = _load_folder(base / "train", root, image_size, warn=False, fallback_size=fallback_size)[1]
-        if train_meta["classes"] != meta["classes"]:
-            raise ReslabError(f"{folder} and {base / 'train'} have different class folders; "
-                              "labels would not match")
+        train_meta = _load_folder(train_folder, root, image_size, warn=False, fallback_size=fallback_size)[1]
+        check_same_classes(folder, meta["classes"], train_folder, train_meta["classes"])
         mean, std = tuple(train_meta["mean"]), tuple(train_meta["std"])
     return Dataset(arrays["images"], arrays["labels"], list(meta["classes"]), mean, std,
                    f"imagefolder:{base}", split, {"skipped": meta["skipped"]})

@@ -109,12 +109,16 @@ class Loader(EpochCursor):
     "flip": flip only; None). Evaluation loaders (train=False) keep the
     dataset order and never augment. After a full pass the epoch advances by
     one; `set_epoch(epoch, start_batch)` picks where the next pass starts.
+    With world > 1 (torchrun) each batch is rank `rank`'s share of the global
+    batch of `batch_size`: its images rank, rank + world, ..., augmented as
+    in the whole batch.
     """
 
     def __init__(self, ds: Dataset, batch_size: int = 128, train: bool = True,
                  augment: str | None = "cifar", resize: int | None = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = False,
-                 drop_last: bool = False, seed: int = 0, device: str | torch.device = "cpu"):
+                 drop_last: bool = False, seed: int = 0, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1):
         if augment not in AUGMENTS:
             raise ReslabError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         if batch_size < 1:
@@ -123,6 +127,10 @@ class Loader(EpochCursor):
             raise ReslabError(f"resize must be a positive size in pixels, got {resize}")
         if not dtype.is_floating_point:
             raise ReslabError(f"dtype must be a floating type (float32, bfloat16, ...), got {dtype}")
+        if not 0 <= rank < world:
+            raise ReslabError(f"rank must be in [0, {world}), got {rank}")
+        if world > batch_size:
+            raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
         if drop_last and len(ds) < batch_size:
             raise ReslabError(f"drop_last with batch_size {batch_size} leaves no batch of the "
                               f"{len(ds)} images of {ds.name}")
@@ -136,6 +144,7 @@ class Loader(EpochCursor):
         self.drop_last = drop_last
         self.seed = seed
         self.device = torch.device(device)
+        self.rank, self.world = rank, world
         self.images = ds.images.to(self.device)
         self.labels = ds.labels.to(self.device)
         c = ds.images.shape[1]
@@ -168,6 +177,8 @@ class Loader(EpochCursor):
         if self.augment is not None:
             g = torch.Generator().manual_seed(_seed(self.seed, epoch, index, 1))
             x = self._augment(x, g)
+        if self.world > 1:  # after the batch's augmentation draws: the same crops as on one process
+            x, y = x[self.rank::self.world], y[self.rank::self.world]
         return self._to_float(x), y
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:

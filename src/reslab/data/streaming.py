@@ -1,19 +1,26 @@
 """ImageNet-style streaming: folders too large for memory, images of any size.
 
-Worker processes decode each image with PIL and crop it to a fixed size
+Worker processes decode each image with PIL and crop it to a fixed size S
 (training: RandomResizedCrop + horizontal flip; evaluation: resize the
-shorter side + center crop), returning uint8 tensors; normalization and the
-float conversion happen on whole batches on the device, as in `Loader`.
-An unreadable image never stops a worker: it is dropped from its batch, and
-the loader warns with the count and names at the end of each pass. The
-random crop of an image is a pure function of (seed, epoch, dataset index).
+shorter side to S / 0.875 + center crop S, torchvision's reference recipe),
+returning uint8 tensors; normalization and the float conversion happen on
+whole batches on the device, as in `Loader`. An unreadable image never stops
+a worker: it is dropped from its batch, and the loader warns with the count
+and names at the end of each pass. The random crop of an image is a pure
+function of (seed, epoch, index), and the order of an epoch of (seed, epoch),
+so a pass can restart at any batch. Under torchrun each rank reads only its
+share of every global batch (the images `Loader` gives that rank).
+
+`reslab train` streams when `loader=stream`, or with `loader=auto` when the
+decoded images would not fit `memory_budget()`.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,60 +29,160 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ..errors import ReslabError
-from .datasets import DataWarning, FolderScan, scan_folder
+from ..runtime import physical_memory
+from .datasets import (
+    DataWarning,
+    FolderScan,
+    _warn_skipped,
+    check_same_classes,
+    folder_classes,
+    imagefolder_path,
+    open_image,
+    paired_train_folder,
+    scan_folder,
+    split_folder,
+)
 from .loader import EpochCursor, _seed
 
+# Photos' statistics (torchvision's): streamed data is normalized with them, as pretrained
+# torchvision and timm weights expect; no pass over the files is needed to compute others.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP = 0.875  # evaluation center-crops this fraction of the resized shorter side: 224 of 256
+MEMORY_FRACTION = 0.5  # of the machine's (and the GPU's) memory the decoded uint8 images may take
+
+
+def eval_resize(image_size: int) -> int:
+    """The shorter side an image is resized to before the evaluation center crop: S / 0.875."""
+    return round(image_size / EVAL_CROP)
+
+
+def memory_budget(device: torch.device | None = None) -> int:
+    """Bytes that a run's decoded uint8 images may take in memory: half of this machine's
+    memory, and of the GPU's when they go to one (`Loader` holds them on the device)."""
+    total = physical_memory()
+    budget = total * MEMORY_FRACTION if total else float("inf")
+    if device is not None and device.type == "cuda":
+        budget = min(budget, torch.cuda.get_device_properties(device).total_memory * MEMORY_FRACTION)
+    return int(min(budget, 2**62))
+
+
+@dataclass
+class ImageFiles:
+    """The image files of one split of a class-folder tree, unread until streamed.
+
+    indices: (N,) int64 positions in scan.paths; labels: (N,) int64, theirs; mean/std:
+    per-channel, in [0, 1] units, what the loader normalizes with. Sized, labelled and
+    subset like a `Dataset`, so `holdout` splits it the same way.
+    """
+
+    scan: FolderScan
+    indices: Tensor
+    name: str
+    split: str = "train"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    labels: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.indices = torch.as_tensor(self.indices, dtype=torch.int64)
+        self.labels = torch.as_tensor(self.scan.labels, dtype=torch.int64)[self.indices]
+
+    @classmethod
+    def of_folder(cls, root: str | os.PathLike, name: str | None = None, split: str = "train") -> ImageFiles:
+        """Every image of `root`/<class>/**."""
+        scan = scan_folder(root)
+        return cls(scan, torch.arange(len(scan.paths)), name or str(scan.root), split)
+
+    @property
+    def root(self) -> Path:
+        return self.scan.root
+
+    @property
+    def classes(self) -> list[str]:
+        return self.scan.classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def path(self, i: int) -> str:
+        """Item i's file, relative to root."""
+        return self.scan.paths[int(self.indices[i])]
+
+    def class_counts(self) -> Tensor:
+        """(num_classes,) int64: images per class."""
+        return torch.bincount(self.labels, minlength=len(self.classes))
+
+    def subset(self, indices: Tensor | Sequence[int], split: str | None = None) -> ImageFiles:
+        """The files at `indices` (positions in this split)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return replace(self, indices=self.indices[idx], split=self.split if split is None else split)
+
+
+def folder_files(name: str, split: str = "train") -> ImageFiles:
+    """The files of `split` of the image folder `name` ("imagefolder:PATH"), found as
+    `load` finds them (PATH/<split>, else PATH itself for train); an evaluation split's
+    classes must be the train folder's (one line otherwise)."""
+    base = imagefolder_path(name)
+    if base is None:
+        raise ReslabError(f"only image folders (imagefolder:PATH) stream; {name} is held in memory "
+                          "(loader=auto or memory)")
+    folder = split_folder(base, split)
+    files = ImageFiles.of_folder(folder, f"imagefolder:{base}", split)
+    _warn_skipped(folder, [], files.scan.ignored)
+    if (train_folder := paired_train_folder(base, folder, split)) is not None:
+        check_same_classes(folder, files.classes, train_folder, folder_classes(train_folder))
+    return files
+
+
+def read_eval(path: str | os.PathLike, image_size: int, resize_size: int | None = None) -> Tensor:
+    """(3, S, S) uint8: an image file as streamed evaluation sees it, shorter side resized to
+    `resize_size` (S / 0.875 by default), then the center S x S."""
+    resize_size = resize_size or eval_resize(image_size)
+    im = open_image(path, "RGB", draft=resize_size)
+    im = v2.functional.center_crop(v2.functional.resize(im, [resize_size], antialias=True), [image_size])
+    return v2.functional.pil_to_tensor(im)
 
 
 class StreamingImageFolder(torch.utils.data.Dataset):
-    """`root`/<class>/<image> decoded per item: (uint8 (3, S, S) or None, label, index).
+    """Image files decoded per item: (uint8 (3, S, S) or None if unreadable, label, index).
 
-    train: RandomResizedCrop(S, scale=(0.08, 1)) + flip; else resize the
-    shorter side to `resize_size` (default S / 0.875, e.g. 256 for 224) and
-    center-crop S. Classes are sorted by folder name.
+    source: `ImageFiles`, or a folder `root`/<class>/<image> (classes sorted by name).
+    train: RandomResizedCrop(S, scale=(0.08, 1)) + flip, drawn from (seed, epoch, index);
+    else `read_eval` (resize the shorter side to `resize_size`, default S / 0.875, e.g. 256
+    for 224, and center-crop S).
     """
 
-    def __init__(self, root: str | os.PathLike, train: bool, image_size: int = 224,
-                 resize_size: int | None = None, seed: int = 0, scan: FolderScan | None = None):
-        self.scan = scan or scan_folder(root)
-        self.root = self.scan.root
-        self.classes = self.scan.classes
+    def __init__(self, source: str | os.PathLike | ImageFiles, train: bool, image_size: int = 224,
+                 resize_size: int | None = None, seed: int = 0):
+        self.files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(source)
+        self.root = self.files.root
+        self.classes = self.files.classes
         self.train = train
         self.image_size = image_size
-        self.resize_size = resize_size or round(image_size / 0.875)
+        self.resize_size = resize_size or eval_resize(image_size)
         self.seed = seed
         self.epoch = 0
-        if train:
-            self.transform = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True),
-                                         v2.RandomHorizontalFlip()])
-        else:
-            self.transform = v2.Compose([v2.Resize(self.resize_size, antialias=True),
-                                         v2.CenterCrop(image_size)])
+        self.transform = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()])
 
     def __len__(self) -> int:
-        return len(self.scan.paths)
+        return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor | None, int, int]:
-        from PIL import Image
-
+        label = int(self.files.labels[i])
+        path = self.root / self.files.path(i)
         try:
-            with Image.open(self.root / self.scan.paths[i]) as im:
-                if not self.train and im.format == "JPEG":
-                    # Decode at a reduced DCT scale when the image is far larger than needed.
-                    im.draft("RGB", (self.resize_size, self.resize_size))
-                if im.mode == "P" and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                im = im.convert("RGB")
-                # torchvision draws from the global RNG; seed a forked copy so the
-                # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
-                with torch.random.fork_rng(devices=[]):
-                    torch.default_generator.manual_seed(_seed(self.seed, self.epoch, i))
-                    x = v2.functional.pil_to_tensor(self.transform(im))
+            if not self.train:
+                return read_eval(path, self.image_size, self.resize_size), label, i
+            im = open_image(path, "RGB")
+            # torchvision draws from the global RNG; seed a forked copy so the
+            # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(_seed(self.seed, self.epoch, i))
+                x = v2.functional.pil_to_tensor(self.transform(im))
         except Exception:  # PIL signals bad files with many types; the batch drops this one
-            return None, self.scan.labels[i], i
-        return x, self.scan.labels[i], i
+            return None, label, i
+        return x, label, i
 
 
 def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None, Tensor, list[int]]:
@@ -89,23 +196,37 @@ def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None
 class StreamingLoader(EpochCursor):
     """Batches (x, y) from a large image folder, decoded by `num_workers` processes.
 
-    x: (B, 3, S, S) `dtype` on `device`, normalized with mean/std (ImageNet's
-    by default), channels_last if asked; y: (B,) int64. B can be smaller
-    than batch_size where unreadable images were dropped. The order is a
-    seeded permutation per epoch when training; `set_epoch` as for `Loader`.
+    source: `ImageFiles` (a split, e.g. held out by `holdout`) or a folder path. x: (B, 3,
+    S, S) `dtype` on `device`, normalized with mean/std (the files', else ImageNet's),
+    channels_last if asked; y: (B,) int64. The order is a seeded permutation per epoch
+    when training; `set_epoch` as for `Loader`. With world > 1 (torchrun) the pass yields
+    rank `rank`'s share of every global batch of `batch_size`: the images at positions
+    rank, rank + world, ... of the batch, so the ranks read disjoint images and together
+    the whole epoch (less the last partial batch when drop_last). B is smaller where
+    unreadable images were dropped; a training batch (share) with no readable image stops
+    the run with one line.
     """
 
-    def __init__(self, root: str | os.PathLike, batch_size: int = 256, train: bool = True,
+    def __init__(self, source: str | os.PathLike | ImageFiles, batch_size: int = 256, train: bool = True,
                  image_size: int = 224, resize_size: int | None = None,
-                 num_workers: int | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD, dtype: torch.dtype = torch.float32,
+                 num_workers: int | None = None, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None, dtype: torch.dtype = torch.float32,
                  channels_last: bool = False, drop_last: bool | None = None, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
         if batch_size < 1 or image_size < 1:
             raise ReslabError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+        if not 0 <= rank < world:
+            raise ReslabError(f"rank must be in [0, {world}), got {rank}")
+        if world > batch_size:
+            raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
+        if world > 1 and drop_last is False:
+            raise ReslabError("ranks share whole batches only: drop_last must be True with world > 1")
+        files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(Path(source).expanduser())
+        mean = files.mean if mean is None else mean
+        std = files.std if std is None else std
         if len(mean) != 3 or len(std) != 3:
             raise ReslabError("mean and std need 3 values (images are converted to RGB)")
-        self.dataset = StreamingImageFolder(Path(root).expanduser(), train, image_size, resize_size, seed)
+        self.dataset = StreamingImageFolder(files, train, image_size, resize_size, seed)
         self.batch_size = batch_size
         self.train = train
         self.num_workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
@@ -114,6 +235,7 @@ class StreamingLoader(EpochCursor):
         self.channels_last = channels_last
         self.seed = seed
         self.device = torch.device(device)
+        self.rank, self.world = rank, world
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._scale = (1.0 / (255.0 * std_t)).to(self.device)
         self._shift = (-torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t).to(self.device)
@@ -125,16 +247,22 @@ class StreamingLoader(EpochCursor):
     def classes(self) -> list[str]:
         return self.dataset.classes
 
+    def order(self, epoch: int) -> Tensor:
+        """(N,) int64: the dataset order of `epoch` (a seeded permutation when training)."""
+        n = len(self.dataset)
+        if not self.train:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
+
+    def shares(self, epoch: int, start: int = 0) -> list[list[int]]:
+        """This rank's dataset indices of each batch of `epoch` from batch `start` on."""
+        order, b = self.order(epoch), self.batch_size
+        return [order[i * b:(i + 1) * b][self.rank::self.world].tolist() for i in range(start, len(self))]
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, start = self.epoch, self.start_batch
-        n = len(self.dataset)
-        if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
-        else:
-            order = torch.arange(n)
-        order = order[start * self.batch_size: len(self) * self.batch_size].tolist()
         self.dataset.epoch = epoch
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
+        loader = DataLoader(self.dataset, batch_sampler=self.shares(epoch, start),
                             num_workers=self.num_workers, collate_fn=_collate,
                             # its own generator: the workers' base seed never draws from
                             # (or shifts) the caller's global RNG
@@ -142,15 +270,19 @@ class StreamingLoader(EpochCursor):
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
         bad: list[int] = []
-        for x, y, b in loader:
+        for index, (x, y, b) in enumerate(loader, start):
             bad += b
             if x is None:
+                if self.train:  # a skipped step would shift the run's position in the epoch
+                    raise ReslabError(f"{self.dataset.root}: none of the {len(b)} images of batch {index} of "
+                                      f"epoch {epoch} could be read (e.g. {self.dataset.files.path(b[0])}); "
+                                      "fix or remove the unreadable files")
                 continue
             x = x.to(self.device, non_blocking=True).float().mul_(self._scale).add_(self._shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x.to(self.dtype), y.to(self.device, non_blocking=True)
-        self.skipped = [self.dataset.scan.paths[i] for i in sorted(bad)]
+        self.skipped = [self.dataset.files.path(i) for i in sorted(bad)]
         if bad:
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             warnings.warn(f"{self.dataset.root}: skipped {len(bad)} unreadable image(s) in epoch "

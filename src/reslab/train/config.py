@@ -20,6 +20,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 AMP = ("bf16", "fp16", "none")
 COMPILE = ("auto", "on", "off")
+LOADERS = ("auto", "memory", "stream")
 
 # torch.compile takes tens of seconds to compile a ResNet on 2 CPU cores; "auto"
 # compiles only runs long enough (in optimizer steps) to win that back.
@@ -46,7 +47,8 @@ class TrainConfig:
     iters: int | None = 64000
     batch_size: int = 128
     # images held out of train for model choice: a count, a fraction < 1, 0 for none; None fits the
-    # data (10%, at most 5,000, none for tiny sets: reslab.data.holdout)
+    # data (10%, at most 5,000, none for tiny sets: reslab.data.holdout). An image folder with
+    # train/ and val/ validates on val/ instead.
     val_size: float | None = None
     # optimizer
     optimizer: str = "sgd"
@@ -74,8 +76,14 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the teacher's soft targets; 1 - alpha on the labels
     distill_temperature: float = 4.0
     # data pipeline
-    augment: str | None = "cifar"
-    resize: int | None = None
+    augment: str | None = "cifar"  # data held in memory; streamed data: RandomResizedCrop + flip
+    resize: int | None = None  # input side S; None: the model's default
+    # "memory": decode once into the uint8 cache, batches augmented on the device; "stream": decode
+    # image folders as they are read (train: RandomResizedCrop S + flip; eval: resize S/0.875, center
+    # crop S; ImageNet mean/std); "auto": stream where the decoded images (N x 3 x S x S bytes)
+    # would take over half the memory (reslab.data.streaming.memory_budget)
+    loader: str = "auto"
+    workers: int | None = None  # decode processes per rank when streaming; None: cores / local ranks, <= 8
     # speed
     device: str = "auto"
     channels_last: bool = True
@@ -105,9 +113,17 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         # imported here, not at the top: `reslab --help` reads this module without importing torch
+        from ..data.datasets import imagefolder_path
         from ..data.loader import AUGMENTS
 
         _choice("augment", self.augment, AUGMENTS)
+        _choice("loader", self.loader, LOADERS)
+        if self.loader == "stream" and imagefolder_path(self.data) is None:
+            raise ReslabError(f"loader=stream reads image folders (imagefolder:PATH); {self.data} is held in "
+                              "memory: set loader=auto or memory")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
+                                         or self.workers < 0):
+            raise ReslabError(f"workers must be a whole number >= 0 or None, got {self.workers!r}")
         _choice("amp", self.amp, AMP)
         parse_trackers(self.log)
         _choice("compile", self.compile, COMPILE)
@@ -187,7 +203,8 @@ class TrainConfig:
 
 # Fields that change how fast a run goes, where its data is cached or where it is tracked,
 # not what it computes.
-SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir", "log", "mlflow_uri")
+SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_dir", "log", "mlflow_uri",
+              "workers")
 
 
 def recipe_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
@@ -270,11 +287,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=10, iters=None, batch_size=256, val_size=0, optimizer="sgd", lr=0.05,
         momentum=0.0, weight_decay=0.0, schedule="constant", augment=None, resize=96,
     ),
-    # torchvision's classification reference: 90 epochs, lr 0.1 /10 every 30, batch 256.
+    # torchvision's classification reference: 90 epochs, lr 0.1 /10 every 30, batch 256, streamed
+    # from PATH/train (RandomResizedCrop 224 + flip) and validated on PATH/val (resize 256, center
+    # crop 224), ImageNet mean/std. augment applies only where loader=memory is forced.
     "imagenet": dict(
         model="resnet50", data="imagefolder:imagenet", epochs=90, iters=None, batch_size=256,
         val_size=0, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
         schedule="multistep", milestones=(1 / 3, 2 / 3), gamma=0.1, augment="flip", resize=224,
+        loader="stream",
     ),
 }
 

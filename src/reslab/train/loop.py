@@ -7,9 +7,11 @@ The run directory receives config.json, metrics.jsonl, last.pt / prev.pt /
 best.pt, model.safetensors and curves.png. Resuming (`resume=True` on an
 existing directory) restores weights, optimizer, scaler, EMA, RNG states, the
 step and the position inside the epoch; the data order is a pure function of
-(seed, epoch, batch), so N + N steps give the same parameters as 2N steps.
-Rank-aware: under torchrun (WORLD_SIZE > 1) each rank takes its slice of
-every global batch, gradients are averaged by DDP, and only rank 0 logs and saves.
+(seed, epoch, batch), so N + N steps give the same parameters as 2N steps,
+whether the data is held in memory or streamed from an image folder.
+Rank-aware: under torchrun (WORLD_SIZE > 1) each rank's loader reads only its
+slice of every global batch, gradients are averaged by DDP, and only rank 0
+logs and saves.
 """
 
 from __future__ import annotations
@@ -167,45 +169,118 @@ def git_sha() -> str | None:
 # --- data -----------------------------------------------------------------------
 @dataclass
 class Data:
-    train: Any
+    train: Any  # a Dataset held in memory, or the ImageFiles of a streamed folder
     val: Any | None
     test: Any | None
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: tuple[int, int, int]  # (C, H, W) the model sees, after resize
+    loader: str = "memory"  # how the splits are read: "memory" or "stream"
 
 
-def load_data(cfg: TrainConfig, with_test: bool = True) -> Data:
-    """Train/val/test Datasets of `cfg.data`; val is held out of train (stratified, seeded)."""
-    from ..data import DataWarning, MissingSplitError, holdout, load
+def input_side(cfg: TrainConfig) -> int | None:
+    """The side S of the run's square inputs: resize, else the model's default input."""
+    return cfg.resize or (model_info(cfg.model).input_size[-1] if cfg.model in list_models() else None)
 
-    # photos of different sizes are fitted to the run's resize, else to the model's default input
-    fallback = cfg.resize or (model_info(cfg.model).input_size[-1] if cfg.model in list_models() else None)
-    full = load(cfg.data, split="train", root=cfg.data_dir, fallback_size=fallback)
+
+def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = None,
+              device: torch.device | None = None) -> Data:
+    """Train/val/test splits of `cfg.data`: an image folder's val/ when it has train/ and val/, else
+    val held out of train (stratified, seeded). loader: "memory" or "stream" (default cfg.loader;
+    "auto" chooses by `choose_loader`, for the memory of `device`)."""
+    from ..data import DataWarning, MissingSplitError, folder_files, has_val_folder, holdout, load
+
+    side = input_side(cfg)
+    listed: dict[str, Any] = {}
+
+    def files(split: str) -> Any:  # each split folder is walked once
+        if split not in listed:
+            listed[split] = folder_files(cfg.data, split)
+        return listed[split]
+
+    kind = loader or cfg.loader
+    if kind == "auto":
+        kind = choose_loader(cfg, side, files, device)
+    if kind == "stream":
+        read = files
+    else:  # photos of different sizes are fitted to the run's input side
+        def read(split: str) -> Any:
+            return load(cfg.data, split=split, root=cfg.data_dir, fallback_size=side)
+
+    full = read("train")
     if len(full.classes) < 2:
         raise ReslabError(f"{cfg.data} has {len(full.classes)} class ({', '.join(full.classes)}); a classifier needs "
                           "at least 2 class folders")
-    train, val = holdout(full, cfg.val_size, cfg.seed)
+    train, val = (full, read("val")) if has_val_folder(cfg.data) else holdout(full, cfg.val_size, cfg.seed)
     test = None
     if with_test:
         try:
-            test = load(cfg.data, split="test", root=cfg.data_dir, fallback_size=fallback)
+            test = read("test")
         except MissingSplitError:  # e.g. one folder of class folders: train and validate on it
             warnings.warn(f"{cfg.data} has no test split (no test/ sub-folder): this run ends without a test "
                           "evaluation; the validation split still picks the model", DataWarning, stacklevel=2)
+    if kind == "stream":
+        return Data(train, val, test, list(full.classes), tuple(full.mean), tuple(full.std), (3, side, side),
+                    "stream")
     c, h, w = full.images.shape[1:]
     if cfg.resize:
         h = w = cfg.resize
     return Data(train, val, test, list(full.classes), tuple(full.mean), tuple(full.std), (c, h, w))
 
 
-def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, batch_size: int | None = None):
-    from ..data import Loader
+def choose_loader(cfg: TrainConfig, side: int, files: Callable[[str], Any],
+                  device: torch.device | None = None) -> str:
+    """loader=auto: "stream" for an image folder whose decoded images, N x 3 x S x S bytes over
+    all its splits (`files(split)`), exceed `memory_budget(device)`, said in one line; else "memory"."""
+    from ..data import DataWarning, MissingSplitError, imagefolder_path, streaming
 
-    return Loader(ds, batch_size=batch_size or cfg.batch_size, train=train,
+    if imagefolder_path(cfg.data) is None:
+        return "memory"
+    n = 0
+    for split in ("train", "val", "test"):
+        try:
+            n += len(files(split))
+        except MissingSplitError:
+            pass
+    need, budget = n * 3 * side * side, streaming.memory_budget(device)
+    if need <= budget:
+        return "memory"
+    warnings.warn(f"{cfg.data}: {n:,} images at {side}x{side} take {_size(need)} decoded, over the memory budget "
+                  f"of {_size(budget)} (half the memory): streaming them from the files (--set loader=memory "
+                  "decodes them into memory anyway)", DataWarning, stacklevel=3)
+    return "stream"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, batch_size: int | None = None,
+                dist: Dist | None = None):
+    """The loader of a split: `Loader` for a Dataset in memory, `StreamingLoader` for streamed
+    ImageFiles; with `dist`, batches are this rank's share of every global batch."""
+    from ..data import ImageFiles, Loader, StreamingLoader
+
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    batch_size = batch_size or cfg.batch_size
+    if isinstance(ds, ImageFiles):
+        return StreamingLoader(ds, batch_size=batch_size, train=train, image_size=input_side(cfg),
+                               num_workers=_workers(cfg, world), dtype=torch.float32,
+                               channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device,
+                               rank=rank, world=world)
+    return Loader(ds, batch_size=batch_size, train=train,
                   augment=cfg.augment if train else None, resize=cfg.resize, dtype=torch.float32,
-                  channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device)
+                  channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device,
+                  rank=rank, world=world)
+
+
+def _workers(cfg: TrainConfig, world: int) -> int:
+    """Decode processes per rank: cfg.workers, else the machine's cores shared by its ranks, at most 8."""
+    if cfg.workers is not None:
+        return cfg.workers
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return max(1, min(8, (os.cpu_count() or 1) // max(local, 1)))
 
 
 # --- model and optimizer -----------------------------------------------------------
@@ -555,7 +630,7 @@ def _train(cfg: TrainConfig | None, out: Path, resume: bool, progress: bool, dat
 
 def _run(run: Run, out: Path, log: MetricsLog, progress: bool, on_step: Callable[[int], None] | None,
          dist: Dist) -> TrainResult:
-    train_loader = make_loader(run.data.train, run.cfg, True, run.device)
+    train_loader = make_loader(run.data.train, run.cfg, True, run.device, dist=dist)
     bar = Progress(run.total_steps, run.state.step, desc=out.name, enabled=progress and dist.main,
                    every=run.cfg.log_every)
     flag = {"stop": False}
@@ -655,7 +730,10 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     if device.type == "cpu":
         tune_allocator()  # every step frees and reallocates its activations: keep them in the process
     torch.manual_seed(cfg.seed)
-    data = data or load_data(cfg, with_test=cfg.test)
+    # a resumed run reads its data as it began (loader=auto decided then); runs older than
+    # the choice were all held in memory
+    loader = payload.get("env", {}).get("loader", "memory") if payload is not None else None
+    data = data or load_data(cfg, with_test=cfg.test, loader=loader, device=device)
     model = build_model(cfg.model, model_args_for(cfg, data), data.image_size)
     init_note = init_weights(model, cfg.init) if cfg.init and payload is None else None
     model = model.to(device)
@@ -668,7 +746,8 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, data: Data | None, dist: D
     if steps_per_epoch < 1:
         raise ReslabError(f"batch_size {cfg.batch_size} exceeds the {len(data.train)} training images")
     total = cfg.iters or cfg.epochs * steps_per_epoch
-    env = environment(device) | {"amp": str(amp), "world_size": dist.world, "steps_per_epoch": steps_per_epoch}
+    env = environment(device) | {"amp": str(amp), "world_size": dist.world, "steps_per_epoch": steps_per_epoch,
+                                 "loader": data.loader}
     run = Run(cfg, data, model, build_optimizer(model, cfg), scaler, ema, RunState(), total, env, device, amp)
     if payload is not None:
         restore(run, payload)
@@ -761,9 +840,7 @@ def _loop(run: Run, out: Path, log: MetricsLog, loader: Any, bar: Progress, dist
     images_total = 0
     while state.step < run.total_steps:
         t0, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0
-        for x, y in _batches(loader, state):
-            if dist.world > 1:  # each rank takes its slice of the global batch
-                x, y = x[dist.rank::dist.world], y[dist.rank::dist.world]
+        for x, y in _batches(loader, state):  # this rank's share of the global batch
             lr = step_lr(cfg, state, run.total_steps)
             for g in run.opt.param_groups:
                 g["lr"] = lr

@@ -60,6 +60,7 @@ class Trained:
     image_size: tuple[int, int, int]  # (C, H, W) the model expects
     config: TrainConfig
     step: int
+    loader: str = "memory"  # how the run read its data: "stream" evaluates at resize S/0.875 + center crop S
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
@@ -77,7 +78,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     model.to(device).eval()
     return Trained(model, list(payload["classes"]), tuple(payload["mean"]), tuple(payload["std"]),
                    tuple(payload["image_size"]), TrainConfig.from_dict(payload["config"]),
-                   int(payload["state"]["step"]))
+                   int(payload["state"]["step"]), payload.get("env", {}).get("loader", "memory"))
 
 
 @dataclass(frozen=True)
