@@ -413,3 +413,11 @@ def test_summary_rejects_bad_input():
         summary("resnet50", input_size=(3, 8, 8))
     with pytest.raises(reslab.ReslabError, match="3-channel"):
         summary("resnet20", input_size=(1, 32, 32))
+
+
+def test_stride_in_is_refused_where_there_is_no_1x1_conv() -> None:
+    # a basic block has only 3x3 convs: "1x1" used to be accepted and ignored
+    with pytest.raises(reslab.ReslabError, match="applies to bottleneck blocks only"):
+        reslab.create_model("resnet18", stride_in="1x1")
+    v1 = reslab.create_model("resnet50_v1")
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)

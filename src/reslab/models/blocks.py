@@ -110,7 +110,6 @@ class BasicBlock(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         residual: bool = True,
         drop_path: float = 0.0,
-        stride_in: str = "3x3",
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -205,7 +204,6 @@ class PreActBasicBlock(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         residual: bool = True,
         drop_path: float = 0.0,
-        stride_in: str = "3x3",
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:

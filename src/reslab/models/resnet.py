@@ -40,6 +40,8 @@ class _ResNetBase(nn.Module):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.block = block_class(block, preact)
+        if stride_in != "3x3" and self.block.expansion == 1:
+            raise ValueError(f"stride_in={stride_in!r} applies to bottleneck blocks only (a basic block has no 1x1 conv)")
         self.preact = preact
         self.shortcut = shortcut
         self.shortcut_pad = shortcut_pad
@@ -77,11 +79,13 @@ class _ResNetBase(nn.Module):
         for j in range(blocks):
             s = stride if j == 0 else 1
             downsample = make_shortcut(self.shortcut, inplanes, out, s, shortcut_norm, self.shortcut_pad)
+            # Only bottlenecks have a 1x1 conv the stride could go in.
+            bottleneck = {"stride_in": self.stride_in} if self.block.expansion > 1 else {}
             layers.append(
                 self.block(
                     inplanes, planes, s, downsample, self.groups, self.base_width,
                     self.norm_layer, residual=self.shortcut is not None,
-                    drop_path=rates[j], stride_in=self.stride_in,
+                    drop_path=rates[j], **bottleneck,
                 )
             )
             inplanes = out
