@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
 from .data.datasets import IMAGE_EXTENSIONS, Dataset
+from .data.loader import Normalize
 from .errors import ReslabError
 from .train.loop import EvalResult, amp_dtype, evaluate
 from .train.rundir import Trained, load_trained
@@ -136,10 +137,7 @@ def predict_tensor(trained: Trained | Deployed, images: Tensor) -> Tensor:
 def normalize(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """(N, C, H, W) uint8 -> float on the model's device, normalized as the model was trained."""
     param = next(trained.model.parameters(), None) if isinstance(trained.model, torch.nn.Module) else None
-    device = param.device if param is not None else torch.device("cpu")
-    mean = torch.tensor(trained.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(trained.std, device=device).view(1, -1, 1, 1)
-    return (images.to(device).float() / 255.0 - mean) / std
+    return Normalize(trained.mean, trained.std, param.device if param is not None else "cpu")(images)
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,

@@ -15,6 +15,7 @@ _WHERE = {
     "ImageFiles": ".streaming",
     "Loader": ".loader",
     "MissingSplitError": ".datasets",
+    "Normalize": ".loader",
     "NAMES": ".datasets",
     "RESOURCES": ".download",
     "Remote": ".download",

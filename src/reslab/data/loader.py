@@ -97,6 +97,22 @@ class EpochCursor:
         self.start_batch = start_batch
 
 
+class Normalize:
+    """uint8 (N, C, H, W) images -> float32, (x / 255 - mean) / std per channel: the one place
+    reslab normalizes images (training loaders, streaming, predict). Computed as x * scale +
+    shift, two in-place passes that keep the memory format."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: str | torch.device = "cpu"):
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * std_t)).to(device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t).to(device)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        x = images.to(self.scale.device, non_blocking=True)
+        x = x.clone() if x.dtype == torch.float32 else x.float()  # the caller's tensor is never changed
+        return x.mul_(self.scale).add_(self.shift)
+
+
 class Loader(EpochCursor):
     """Iterate (x, y) batches of a `Dataset` on `device`.
 
@@ -148,11 +164,8 @@ class Loader(EpochCursor):
         self.images = ds.images.to(self.device)
         self.labels = ds.labels.to(self.device)
         c = ds.images.shape[1]
-        std = torch.tensor(ds.std, dtype=torch.float32)
+        self.normalize = Normalize(ds.mean, ds.std, self.device)
         mean = torch.tensor(ds.mean, dtype=torch.float32)
-        # (x / 255 - mean) / std = x * scale + shift: two in-place passes per batch.
-        self._scale = (1.0 / (255.0 * std)).view(1, c, 1, 1).to(self.device)
-        self._shift = (-mean / std).view(1, c, 1, 1).to(self.device)
         self._fill = (mean * 255).round().to(torch.uint8).view(1, c, 1, 1).to(self.device)  # normalizes to ~0
         self.epoch = 0
         self.start_batch = 0
@@ -196,7 +209,7 @@ class Loader(EpochCursor):
     def _to_float(self, x: Tensor) -> Tensor:
         if self.channels_last:  # reorder the uint8 batch: a quarter of the bytes of float
             x = x.contiguous(memory_format=torch.channels_last)
-        x = x.float().mul_(self._scale).add_(self._shift)  # keeps the memory format
+        x = self.normalize(x)
         # Bilinear interpolation and the per-channel affine map commute, so
         # resizing before or after normalization gives the same numbers.
         if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):

@@ -42,7 +42,7 @@ from .datasets import (
     scan_folder,
     split_folder,
 )
-from .loader import EpochCursor, _seed
+from .loader import EpochCursor, Normalize, _seed
 
 # Photos' statistics (torchvision's): streamed data is normalized with them, as pretrained
 # torchvision and timm weights expect; no pass over the files is needed to compute others.
@@ -236,9 +236,7 @@ class StreamingLoader(EpochCursor):
         self.seed = seed
         self.device = torch.device(device)
         self.rank, self.world = rank, world
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self._scale = (1.0 / (255.0 * std_t)).to(self.device)
-        self._shift = (-torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t).to(self.device)
+        self.normalize = Normalize(mean, std, self.device)
         self.epoch = 0
         self.start_batch = 0
         self.skipped: list[str] = []  # unreadable files met in the last pass
@@ -278,7 +276,7 @@ class StreamingLoader(EpochCursor):
                                       f"epoch {epoch} could be read (e.g. {self.dataset.files.path(b[0])}); "
                                       "fix or remove the unreadable files")
                 continue
-            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).add_(self._shift)
+            x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x.to(self.dtype), y.to(self.device, non_blocking=True)
