@@ -101,7 +101,8 @@ def _add_train(sub) -> None:
                    help="a published recipe (default: the TrainConfig defaults, i.e. paper-cifar numbers)")
     p.add_argument("--model", default=None, help="a registered model name (see `reslab models`)")
     p.add_argument("--data", default=None,
-                   help="digits, cifar10, cifar100, mnist, fashion_mnist or imagefolder:PATH")
+                   help="digits, cifar10, cifar100, mnist, fashion_mnist, imagefolder:PATH or shards:DIR "
+                        "(tar shards of `reslab shard`)")
     p.add_argument("--data-dir", default=None, help="data cache/download directory")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, default=None, help="run length in epochs")
@@ -146,6 +147,30 @@ def _run_train(args: argparse.Namespace) -> None:
     except TrainingInterrupted as e:
         print(f"reslab: {e}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _add_shard(sub) -> None:
+    p = sub.add_parser("shard", help="write an image folder as tar shards (WebDataset layout) to train on many machines",
+                       formatter_class=_formatter,
+                       description="Each split of the folder (train/, val/, test/; the folder itself as train when "
+                                   "it has no train/) becomes its own shards, SPLIT-000000.tar, ...: per image "
+                                   "KEY.<ext> (the file's bytes) and KEY.cls (its class index), shuffled (seeded) "
+                                   "so each shard mixes the classes; OUT/manifest.json lists the classes and each "
+                                   "shard's count, size and SHA-256. Train from them with --data shards:OUT.")
+    p.add_argument("data", metavar="imagefolder:PATH", help="the image folder to shard")
+    p.add_argument("--out", required=True,
+                   help="directory for the shards and manifest.json: new, empty, or holding reslab's shards only")
+    p.add_argument("--shard-size", type=_positive_int, default=None,
+                   help="images per shard (default 1000, about 100 MB of ImageNet JPEGs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle that mixes the classes across shards")
+    p.set_defaults(func=_run_shard)
+
+
+def _run_shard(args: argparse.Namespace) -> None:
+    from .data.shards import MANIFEST, SHARD_SIZE, write_shards
+
+    write_shards(args.data, args.out, args.shard_size or SHARD_SIZE, args.seed, log=print)
+    print(f"wrote {Path(args.out).expanduser() / MANIFEST}; train with --data shards:{args.out}")
 
 
 def _add_eval(sub) -> None:
@@ -525,7 +550,7 @@ def _non_negative_int(text: str) -> int:
 
 
 # --- entry point ------------------------------------------------------------
-SUBCOMMANDS = [_add_models, _add_summary, _add_train, _add_eval, _add_predict, _add_explain, _add_plot, _add_runs,
+SUBCOMMANDS = [_add_models, _add_summary, _add_shard, _add_train, _add_eval, _add_predict, _add_explain, _add_plot, _add_runs,
                _add_demo, _add_experiment, _add_report, _add_bench, _add_export]
 
 

@@ -43,24 +43,27 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
                  batch_size: int = 512, device: str | torch.device = "cpu", limit: int | None = None):
     """Batches (x: (N, C, H, W) float, normalized as the model was trained; y: (N,) int64) of
     one split of `data` (the run's own data when None), resized to the model's input; an image
-    folder of a streamed run is streamed as its validation was (resize S/0.875, center crop S).
+    folder or tar shards of a streamed run are streamed as its validation was (resize S/0.875,
+    center crop S).
 
     limit: at most this many images, the same seeded sample every time, in the split's order.
     """
-    from .data import folder_files, has_val_folder, holdout, imagefolder_path, load
+    from .data import has_val_folder, holdout, imagefolder_path, load, shards_path, streamed_split
     from .train.loop import make_loader
 
     cfg = trained.config
     name = data or cfg.data
     root, size = data_dir or cfg.data_dir, trained.image_size[-1]
-    streamed = trained.loader == "stream" and imagefolder_path(name) is not None
+    sharded = shards_path(name) is not None
+    streamed = trained.loader == "stream" and (imagefolder_path(name) is not None or sharded)
 
     def read(part: str) -> Any:
-        return folder_files(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
+        return streamed_split(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
 
     if split == "val":
-        # the run's validation split: an image folder's val/, else the hold-out, rebuilt from its seed and size
-        ds = read("val") if has_val_folder(name) else holdout(read("train"), cfg.val_size, cfg.seed)[1]
+        # the run's validation split: an image folder's val/ or the val shards, else the hold-out,
+        # rebuilt from its seed and size
+        ds = read("val") if has_val_folder(name) or sharded else holdout(read("train"), cfg.val_size, cfg.seed)[1]
         if ds is None:
             raise ReslabError("this run held out no validation split; use --split test")
     else:

@@ -20,6 +20,8 @@ _WHERE = {
     "RESOURCES": ".download",
     "Remote": ".download",
     "STATS": ".datasets",
+    "ShardLoader": ".shards",
+    "ShardSplit": ".shards",
     "StreamingImageFolder": ".streaming",
     "StreamingLoader": ".streaming",
     "channel_stats": ".datasets",
@@ -31,14 +33,18 @@ _WHERE = {
     "holdout": ".datasets",
     "imagefolder_path": ".datasets",
     "load": ".datasets",
+    "open_split": ".shards",
     "scan_folder": ".datasets",
+    "shards_path": ".datasets",
     "split": ".datasets",
+    "streamed_split": ".shards",
+    "write_shards": ".shards",
 }
 __getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = [
     "NAMES", "RESOURCES", "STATS", "DataWarning", "Dataset", "ImageFiles", "Loader", "MissingSplitError",
-    "Remote", "StreamingImageFolder", "StreamingLoader", "channel_stats", "data_dir", "decode_image",
-    "download_file", "folder_files", "has_val_folder", "holdout", "imagefolder_path", "load", "scan_folder",
-    "split",
+    "Remote", "ShardLoader", "ShardSplit", "StreamingImageFolder", "StreamingLoader", "channel_stats", "data_dir",
+    "decode_image", "download_file", "folder_files", "has_val_folder", "holdout", "imagefolder_path", "load",
+    "open_split", "scan_folder", "shards_path", "split", "streamed_split", "write_shards",
 ]

@@ -52,7 +52,7 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
 }
 NAMES = ("digits", "cifar10", "cifar100", "cifar100_coarse", "mnist", "fashion_mnist",
-         "imagefolder:PATH")
+         "imagefolder:PATH", "shards:DIR")
 
 
 class DataWarning(UserWarning):
@@ -135,6 +135,9 @@ def load(name: str, split: str = "train", root: str | os.PathLike | None = None,
     folder = imagefolder_path(name)
     if folder is not None:
         return _load_imagefolder(folder, split, root, image_size, fallback_size)
+    if shards_path(name) is not None:
+        raise ReslabError(f"{name}: tar shards are streamed (reslab train/eval --data {name}), not held in memory; "
+                          "load the image folder they were written from instead")
     key = name.strip().lower().replace("-", "_")
     if key == "digits":
         return _load_digits(split)
@@ -155,6 +158,13 @@ def _check_split(split: str, name: str) -> str:
 def imagefolder_path(name: str) -> Path | None:
     """PATH of a data name "imagefolder:PATH" (with ~ expanded); None for any other name."""
     if not isinstance(name, str) or not name.strip().lower().startswith("imagefolder:"):
+        return None
+    return Path(name.strip().split(":", 1)[1]).expanduser()
+
+
+def shards_path(name: str) -> Path | None:
+    """DIR of a data name "shards:DIR" (tar shards written by `reslab shard`); None for any other name."""
+    if not isinstance(name, str) or not name.strip().lower().startswith("shards:"):
         return None
     return Path(name.strip().split(":", 1)[1]).expanduser()
 

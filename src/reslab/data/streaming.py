@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
@@ -135,29 +136,24 @@ def folder_files(name: str, split: str = "train") -> ImageFiles:
     return files
 
 
-def read_eval(path: str | os.PathLike, image_size: int, resize_size: int | None = None) -> Tensor:
-    """(3, S, S) uint8: an image file as streamed evaluation sees it, shorter side resized to
-    `resize_size` (S / 0.875 by default), then the center S x S."""
+def read_eval(path: str | os.PathLike | BinaryIO, image_size: int, resize_size: int | None = None) -> Tensor:
+    """(3, S, S) uint8: an image file (or open binary file) as streamed evaluation sees it,
+    shorter side resized to `resize_size` (S / 0.875 by default), then the center S x S."""
     resize_size = resize_size or eval_resize(image_size)
     im = open_image(path, "RGB", draft=resize_size)
     im = v2.functional.center_crop(v2.functional.resize(im, [resize_size], antialias=True), [image_size])
     return v2.functional.pil_to_tensor(im)
 
 
-class StreamingImageFolder(torch.utils.data.Dataset):
-    """Image files decoded per item: (uint8 (3, S, S) or None if unreadable, label, index).
+class ImageCrops:
+    """What a streamed image becomes: (3, S, S) uint8, or None if it cannot be read.
 
-    source: `ImageFiles`, or a folder `root`/<class>/<image> (classes sorted by name).
-    train: RandomResizedCrop(S, scale=(0.08, 1)) + flip, drawn from (seed, epoch, index);
-    else `read_eval` (resize the shorter side to `resize_size`, default S / 0.875, e.g. 256
-    for 224, and center-crop S).
+    train: RandomResizedCrop(S, scale=(0.08, 1)) + flip, drawn from (seed, epoch, index); else
+    `read_eval` (resize the shorter side to `resize_size`, default S / 0.875, e.g. 256 for 224,
+    and center-crop S). The loaders set `epoch` before each pass.
     """
 
-    def __init__(self, source: str | os.PathLike | ImageFiles, train: bool, image_size: int = 224,
-                 resize_size: int | None = None, seed: int = 0):
-        self.files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(source)
-        self.root = self.files.root
-        self.classes = self.files.classes
+    def __init__(self, train: bool, image_size: int = 224, resize_size: int | None = None, seed: int = 0):
         self.train = train
         self.image_size = image_size
         self.resize_size = resize_size or eval_resize(image_size)
@@ -165,24 +161,40 @@ class StreamingImageFolder(torch.utils.data.Dataset):
         self.epoch = 0
         self.transform = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()])
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor | None, int, int]:
-        label = int(self.files.labels[i])
-        path = self.root / self.files.path(i)
+    def decode(self, source: str | os.PathLike | BinaryIO, i: int) -> Tensor | None:
+        """Image file (or open binary file) `source` as item `i` of this epoch."""
         try:
             if not self.train:
-                return read_eval(path, self.image_size, self.resize_size), label, i
-            im = open_image(path, "RGB")
+                return read_eval(source, self.image_size, self.resize_size)
+            im = open_image(source, "RGB")
             # torchvision draws from the global RNG; seed a forked copy so the
             # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(_seed(self.seed, self.epoch, i))
-                x = v2.functional.pil_to_tensor(self.transform(im))
+                return v2.functional.pil_to_tensor(self.transform(im))
         except Exception:  # PIL signals bad files with many types; the batch drops this one
-            return None, label, i
-        return x, label, i
+            return None
+
+
+class StreamingImageFolder(ImageCrops, torch.utils.data.Dataset):
+    """Image files decoded per item: (uint8 (3, S, S) or None if unreadable, label, index).
+
+    source: `ImageFiles`, or a folder `root`/<class>/<image> (classes sorted by name); each
+    file as `ImageCrops` makes it.
+    """
+
+    def __init__(self, source: str | os.PathLike | ImageFiles, train: bool, image_size: int = 224,
+                 resize_size: int | None = None, seed: int = 0):
+        super().__init__(train, image_size, resize_size, seed)
+        self.files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(source)
+        self.root = self.files.root
+        self.classes = self.files.classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | None, int, int]:
+        return self.decode(self.root / self.files.path(i), i), int(self.files.labels[i]), i
 
 
 def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None, Tensor, list[int]]:
@@ -191,6 +203,49 @@ def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None
     if not good:
         return None, torch.empty(0, dtype=torch.int64), bad
     return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
+
+
+def check_shares(batch_size: int, image_size: int, rank: int, world: int, drop_last: bool | None) -> None:
+    """One line when a streamed loader's batch cannot be shared between `world` ranks as asked."""
+    if batch_size < 1 or image_size < 1:
+        raise ReslabError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+    if not 0 <= rank < world:
+        raise ReslabError(f"rank must be in [0, {world}), got {rank}")
+    if world > batch_size:
+        raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
+    if world > 1 and drop_last is False:
+        raise ReslabError("ranks share whole batches only: drop_last must be True with world > 1")
+
+
+def share(batch: Sequence[int] | Tensor, rank: int, world: int) -> Sequence[int] | Tensor:
+    """Rank `rank`'s share of a global batch: its items rank, rank + world, ..."""
+    return batch[rank::world]
+
+
+class DeviceBatches:
+    """uint8 (B, 3, S, S) CPU batches to what the model reads: (x - mean) / std as `dtype` on
+    `device`, channels_last if asked; one float conversion and a multiply-add per batch."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype,
+                 channels_last: bool, device: torch.device):
+        if len(mean) != 3 or len(std) != 3:
+            raise ReslabError("mean and std need 3 values (images are converted to RGB)")
+        self.dtype, self.channels_last, self.device = dtype, channels_last, device
+        self.normalize = Normalize(mean, std, device)
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype), y.to(self.device, non_blocking=True)
+
+
+def warn_unreadable(where: str | os.PathLike, epoch: int, names: list[str]) -> None:
+    """The one-line warning of a streamed pass that skipped unreadable images: count and first names."""
+    if names:
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        warnings.warn(f"{where}: skipped {len(names)} unreadable image(s) in epoch {epoch}: "
+                      f"{', '.join(names[:5])}{more}", DataWarning, stacklevel=3)
 
 
 class StreamingLoader(EpochCursor):
@@ -213,30 +268,20 @@ class StreamingLoader(EpochCursor):
                  std: tuple[float, ...] | None = None, dtype: torch.dtype = torch.float32,
                  channels_last: bool = False, drop_last: bool | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
-        if batch_size < 1 or image_size < 1:
-            raise ReslabError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
-        if not 0 <= rank < world:
-            raise ReslabError(f"rank must be in [0, {world}), got {rank}")
-        if world > batch_size:
-            raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
-        if world > 1 and drop_last is False:
-            raise ReslabError("ranks share whole batches only: drop_last must be True with world > 1")
+        check_shares(batch_size, image_size, rank, world, drop_last)
         files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(Path(source).expanduser())
-        mean = files.mean if mean is None else mean
-        std = files.std if std is None else std
-        if len(mean) != 3 or len(std) != 3:
-            raise ReslabError("mean and std need 3 values (images are converted to RGB)")
         self.dataset = StreamingImageFolder(files, train, image_size, resize_size, seed)
         self.batch_size = batch_size
         self.train = train
-        self.num_workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.drop_last = train if drop_last is None else drop_last
         self.dtype = dtype
         self.channels_last = channels_last
         self.seed = seed
         self.device = torch.device(device)
         self.rank, self.world = rank, world
-        self.normalize = Normalize(mean, std, self.device)
+        self.output = DeviceBatches(files.mean if mean is None else mean, files.std if std is None else std,
+                                    dtype, channels_last, self.device)
         self.epoch = 0
         self.start_batch = 0
         self.skipped: list[str] = []  # unreadable files met in the last pass
@@ -255,7 +300,7 @@ class StreamingLoader(EpochCursor):
     def shares(self, epoch: int, start: int = 0) -> list[list[int]]:
         """This rank's dataset indices of each batch of `epoch` from batch `start` on."""
         order, b = self.order(epoch), self.batch_size
-        return [order[i * b:(i + 1) * b][self.rank::self.world].tolist() for i in range(start, len(self))]
+        return [share(order[i * b:(i + 1) * b], self.rank, self.world).tolist() for i in range(start, len(self))]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, start = self.epoch, self.start_batch
@@ -276,13 +321,12 @@ class StreamingLoader(EpochCursor):
                                       f"epoch {epoch} could be read (e.g. {self.dataset.files.path(b[0])}); "
                                       "fix or remove the unreadable files")
                 continue
-            x = self.normalize(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x.to(self.dtype), y.to(self.device, non_blocking=True)
+            yield self.output(x, y)
         self.skipped = [self.dataset.files.path(i) for i in sorted(bad)]
-        if bad:
-            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            warnings.warn(f"{self.dataset.root}: skipped {len(bad)} unreadable image(s) in epoch "
-                          f"{epoch}: {', '.join(self.skipped[:5])}{more}", DataWarning, stacklevel=2)
+        warn_unreadable(self.dataset.root, epoch, self.skipped)
         self.epoch, self.start_batch = epoch + 1, 0
+
+
+def default_workers() -> int:
+    """Decode processes of a streamed loader when not given: one per core, at most 8."""
+    return min(os.cpu_count() or 1, 8)

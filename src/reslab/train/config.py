@@ -81,7 +81,8 @@ class TrainConfig:
     # "memory": decode once into the uint8 cache, batches augmented on the device; "stream": decode
     # image folders as they are read (train: RandomResizedCrop S + flip; eval: resize S/0.875, center
     # crop S; ImageNet mean/std); "auto": stream where the decoded images (N x 3 x S x S bytes)
-    # would take over half the memory (reslab.data.streaming.memory_budget)
+    # would take over half the memory (reslab.data.streaming.memory_budget). Tar shards (shards:DIR)
+    # are always streamed.
     loader: str = "auto"
     workers: int | None = None  # decode processes per rank when streaming; None: cores / local ranks, <= 8
     # speed
@@ -113,14 +114,17 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         # imported here, not at the top: `reslab --help` reads this module without importing torch
-        from ..data.datasets import imagefolder_path
+        from ..data.datasets import imagefolder_path, shards_path
         from ..data.loader import AUGMENTS
 
         _choice("augment", self.augment, AUGMENTS)
         _choice("loader", self.loader, LOADERS)
-        if self.loader == "stream" and imagefolder_path(self.data) is None:
-            raise ReslabError(f"loader=stream reads image folders (imagefolder:PATH); {self.data} is held in "
-                              "memory: set loader=auto or memory")
+        if self.loader == "stream" and imagefolder_path(self.data) is None and shards_path(self.data) is None:
+            raise ReslabError(f"loader=stream reads image folders (imagefolder:PATH) and tar shards (shards:DIR); "
+                              f"{self.data} is held in memory: set loader=auto or memory")
+        if self.loader == "memory" and shards_path(self.data) is not None:
+            raise ReslabError(f"{self.data}: tar shards are streamed, not decoded into memory: set loader=auto or "
+                              "stream (or train from the image folder they were written from)")
         if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
                                          or self.workers < 0):
             raise ReslabError(f"workers must be a whole number >= 0 or None, got {self.workers!r}")

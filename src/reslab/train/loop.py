@@ -169,7 +169,7 @@ def git_sha() -> str | None:
 # --- data -----------------------------------------------------------------------
 @dataclass
 class Data:
-    train: Any  # a Dataset held in memory, or the ImageFiles of a streamed folder
+    train: Any  # a Dataset held in memory, the ImageFiles of a streamed folder, or a ShardSplit
     val: Any | None
     test: Any | None
     classes: list[str]
@@ -187,19 +187,29 @@ def input_side(cfg: TrainConfig) -> int | None:
 def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = None,
               device: torch.device | None = None) -> Data:
     """Train/val/test splits of `cfg.data`: an image folder's val/ when it has train/ and val/, else
-    val held out of train (stratified, seeded). loader: "memory" or "stream" (default cfg.loader;
-    "auto" chooses by `choose_loader`, for the memory of `device`)."""
-    from ..data import DataWarning, MissingSplitError, folder_files, has_val_folder, holdout, load
+    val held out of train (stratified, seeded); tar shards' val shards (none without). loader:
+    "memory" or "stream" (default cfg.loader; "auto" chooses by `choose_loader`, for the memory of
+    `device`); shards are always streamed."""
+    from ..data import (
+        DataWarning,
+        MissingSplitError,
+        has_val_folder,
+        holdout,
+        load,
+        shards_path,
+        streamed_split,
+    )
 
     side = input_side(cfg)
     listed: dict[str, Any] = {}
+    sharded = shards_path(cfg.data) is not None
 
-    def files(split: str) -> Any:  # each split folder is walked once
+    def files(split: str) -> Any:  # each split folder is walked (or manifest read) once
         if split not in listed:
-            listed[split] = folder_files(cfg.data, split)
+            listed[split] = streamed_split(cfg.data, split)
         return listed[split]
 
-    kind = loader or cfg.loader
+    kind = "stream" if sharded else loader or cfg.loader
     if kind == "auto":
         kind = choose_loader(cfg, side, files, device)
     if kind == "stream":
@@ -212,7 +222,10 @@ def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = Non
     if len(full.classes) < 2:
         raise ReslabError(f"{cfg.data} has {len(full.classes)} class ({', '.join(full.classes)}); a classifier needs "
                           "at least 2 class folders")
-    train, val = (full, read("val")) if has_val_folder(cfg.data) else holdout(full, cfg.val_size, cfg.seed)
+    if sharded:
+        train, val = full, _val_shards(cfg, read)
+    else:
+        train, val = (full, read("val")) if has_val_folder(cfg.data) else holdout(full, cfg.val_size, cfg.seed)
     test = None
     if with_test:
         try:
@@ -227,6 +240,21 @@ def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = Non
     if cfg.resize:
         h = w = cfg.resize
     return Data(train, val, test, list(full.classes), tuple(full.mean), tuple(full.std), (c, h, w))
+
+
+def _val_shards(cfg: TrainConfig, read: Callable[[str], Any]) -> Any:
+    """The val shards of a shard directory; without them (nothing is held out of train shards)
+    no validation split, said in one line unless val_size=0 asked for none."""
+    from ..data import DataWarning, MissingSplitError
+
+    try:
+        return read("val")
+    except MissingSplitError:
+        if cfg.val_size != 0:
+            warnings.warn(f"{cfg.data} has no val shards (nothing is held out of the train shards): the run keeps "
+                          "its last weights; shard a folder with a val/ sub-folder to validate", DataWarning,
+                          stacklevel=3)
+        return None
 
 
 def choose_loader(cfg: TrainConfig, side: int, files: Callable[[str], Any],
@@ -259,16 +287,18 @@ def _size(n: int) -> str:
 def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, batch_size: int | None = None,
                 dist: Dist | None = None):
     """The loader of a split: `Loader` for a Dataset in memory, `StreamingLoader` for streamed
-    ImageFiles; with `dist`, batches are this rank's share of every global batch."""
-    from ..data import ImageFiles, Loader, StreamingLoader
+    ImageFiles, `ShardLoader` for tar shards; with `dist`, batches are this rank's share of every
+    global batch."""
+    from ..data import ImageFiles, Loader, ShardLoader, ShardSplit, StreamingLoader
 
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     batch_size = batch_size or cfg.batch_size
-    if isinstance(ds, ImageFiles):
-        return StreamingLoader(ds, batch_size=batch_size, train=train, image_size=input_side(cfg),
-                               num_workers=_workers(cfg, world), dtype=torch.float32,
-                               channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device,
-                               rank=rank, world=world)
+    if isinstance(ds, ImageFiles | ShardSplit):
+        stream = StreamingLoader if isinstance(ds, ImageFiles) else ShardLoader
+        return stream(ds, batch_size=batch_size, train=train, image_size=input_side(cfg),
+                      num_workers=_workers(cfg, world), dtype=torch.float32,
+                      channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device,
+                      rank=rank, world=world)
     return Loader(ds, batch_size=batch_size, train=train,
                   augment=cfg.augment if train else None, resize=cfg.resize, dtype=torch.float32,
                   channels_last=cfg.channels_last, drop_last=train, seed=cfg.seed, device=device,
