@@ -187,3 +187,14 @@ def test_bad_experiment_input():
     with pytest.raises(ReslabError, match="--preset"):
         base_config("cifar10")
     assert base_config("cifar10", "paper-cifar").iters == 64000
+
+
+def test_shared_runs_are_reported_under_each_experiments_labels(tmp_path):
+    # shortcuts reuses degradation's plain net (same run directory): its row must appear in the
+    # shortcuts table as "plain-8 (no shortcut)", not be listed as unfinished
+    run_experiment("degradation", tmp_path, TINY, depths=(8,), nets=["plain-8"], progress=False)
+    rows = run_experiment("shortcuts", tmp_path, TINY, depths=(8,), train_missing=False, progress=False)
+    assert [r.label for r in rows] == ["plain-8 (no shortcut)"]
+    report = (tmp_path / "shortcuts" / "report.md").read_text()
+    assert "| plain-8 (no shortcut) |" in report
+    assert "Not finished yet: resnet-8 (option A), resnet-8 (option B), resnet-8 (option C)" in report

@@ -13,6 +13,8 @@ everything into one report.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -110,7 +112,9 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
         path = run_dir(out, net, seed)
         if (path / "summary.json").is_file() and not (path / "row.json").is_file():
             (path / "row.json").write_text(json.dumps(asdict(measure_run(net, seed, path))) + "\n")
-    rows = [read_row(run_dir(out, n, s)) for n, s in tasks if (run_dir(out, n, s) / "row.json").is_file()]
+    # A run shared with another experiment keeps that one's label in row.json: report it under this one's.
+    rows = [dataclasses.replace(read_row(run_dir(out, n, s)), label=n.label)
+            for n, s in tasks if (run_dir(out, n, s) / "row.json").is_file()]
     if not rows:
         raise ReslabError(f"no finished run of {name} in {Path(out) / 'runs'}; train some first")
     write_report(name, out, all_nets, rows, summarize(rows), base, seeds, command)
