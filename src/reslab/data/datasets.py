@@ -549,16 +549,24 @@ def open_image(path: str | os.PathLike, mode: str = "RGB", draft: int | None = N
     with Image.open(path) as im:
         if draft is not None and im.format == "JPEG":
             im.draft(mode, (draft, draft))
-        if im.mode.startswith("I"):  # 16- or 32-bit integer grayscale, e.g. a 16-bit PNG
-            deep = np.asarray(im, dtype=np.float64)
-            im = Image.fromarray((deep * 255.0 / (65535.0 if deep.max() > 255 else 255.0)).round()
-                                 .clip(0, 255).astype(np.uint8))
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        if im.mode != mode:
-            return im.convert(mode)
-        im.load()  # the pixels stay readable once the file is closed
-        return im
+        return load_image(im, mode)
+
+
+def load_image(im, mode: str = "RGB"):
+    """An opened PIL image (its header read, `draft` set if wanted) decoded in `mode`, converted
+    as `decode_image` says. Call it while the file is open; the result stays readable after."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # 16- or 32-bit integer grayscale, e.g. a 16-bit PNG
+        deep = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray((deep * 255.0 / (65535.0 if deep.max() > 255 else 255.0)).round()
+                             .clip(0, 255).astype(np.uint8))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode != mode:
+        return im.convert(mode)
+    im.load()
+    return im
 
 
 def _fit(im, size: int):

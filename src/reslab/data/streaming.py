@@ -1,7 +1,8 @@
 """ImageNet-style streaming: folders too large for memory, images of any size.
 
-Worker processes decode each image with PIL and crop it to a fixed size S
-(training: RandomResizedCrop + horizontal flip; evaluation: resize the
+Worker processes decode each image and crop it to a fixed size S (training:
+RandomResizedCrop + horizontal flip, the box drawn before decoding so that
+only what it needs is decoded, see `read_train`; evaluation: resize the
 shorter side to S / 0.875 + center crop S, torchvision's reference recipe),
 returning uint8 tensors; normalization and the float conversion happen on
 whole batches on the device, as in `Loader`. An unreadable image never stops
@@ -17,6 +18,8 @@ decoded images would not fit `memory_budget()`.
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,8 +28,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from ..errors import ReslabError
@@ -38,6 +44,7 @@ from .datasets import (
     check_same_classes,
     folder_classes,
     imagefolder_path,
+    load_image,
     open_image,
     paired_train_folder,
     scan_folder,
@@ -51,6 +58,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP = 0.875  # evaluation center-crops this fraction of the resized shorter side: 224 of 256
 MEMORY_FRACTION = 0.5  # of the machine's (and the GPU's) memory the decoded uint8 images may take
+# torchvision's RandomResizedCrop defaults: the box's share of the image area and its aspect ratio
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+_LOG_RATIO = tuple(torch.log(torch.tensor(CROP_RATIO)).tolist())  # in float32, as torchvision takes it
 
 
 def eval_resize(image_size: int) -> int:
@@ -145,10 +156,123 @@ def read_eval(path: str | os.PathLike | BinaryIO, image_size: int, resize_size: 
     return v2.functional.pil_to_tensor(im)
 
 
+def crop_box(width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in pixels: a RandomResizedCrop box of a width x height image,
+    drawn from `generator` as torchvision's `RandomResizedCrop` draws it from the global RNG (the
+    same draws in the same order, so the same box for the same generator state)."""
+    area = width * height
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(*CROP_SCALE, generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(*_LOG_RATIO, generator=generator).item())
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return top, left, h, w
+    # ten misses: the largest central box of an allowed aspect ratio
+    w, h = width, height
+    if width / height < CROP_RATIO[0]:
+        h = round(width / CROP_RATIO[0])
+    elif width / height > CROP_RATIO[1]:
+        w = round(height * CROP_RATIO[1])
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def dct_scale(width: int, height: int, size: int) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8) at which a width x height region still
+    spans at least `size` pixels each way: the reduced decode keeps at least as many pixels of
+    the box as the output has."""
+    return next((f for f in (8, 4, 2) if min(width, height) >= f * size), 1)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
+    """(marker, width, height, components) of a JPEG's frame header, read from the file's bytes
+    without decoding; None if `data` is not a JPEG or this plain scan does not find the header."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 10 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return (marker, int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"),
+                    data[i + 9])
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+        elif marker in (0xD9, 0xDA):  # end of image, or a scan, before any frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+# Huffman-coded baseline, extended and progressive frames: the JPEGs decoded by torchvision
+_HUFFMAN_FRAMES = (0xC0, 0xC1, 0xC2)
+
+
+def _pil_resized_crop(opened, box: tuple[int, int, int, int], f: int, size: int) -> Tensor:
+    """(3, size, size) uint8: `box` (top, left, height, width in the file's pixels) of an opened
+    PIL image, a JPEG decoded at 1/f of its size, cropped and resized; the image is closed."""
+    top, left, h, w = box
+    with opened:
+        if f > 1 and opened.draft("RGB", (opened.width // f, opened.height // f)) is None:
+            f = 1  # a file PIL cannot decode at a reduced scale
+        im = load_image(opened, "RGB")
+    # the box in the decoded image's pixels: whole pixels cropped, the fraction resized away
+    x0, y0 = left // f, top // f
+    fine = (left / f - x0, top / f - y0, (left + w) / f - x0, (top + h) / f - y0)
+    im = im.crop((x0, y0, math.ceil((left + w) / f), math.ceil((top + h) / f)))
+    return v2.functional.pil_to_tensor(im.resize((size, size), Image.BILINEAR, box=fine))
+
+
+def read_train(source: str | os.PathLike | BinaryIO, image_size: int, generator: torch.Generator) -> Tensor:
+    """(3, S, S) uint8: an image file (or open binary file) as streamed training sees it, torchvision's
+    RandomResizedCrop(S) (bilinear, antialiased) then a horizontal flip with probability 1/2,
+    both drawn from `generator` in torchvision's order.
+
+    The box is drawn from the size in the file's header, before any pixel is decoded; then only
+    what it needs is decoded. A JPEG whose box spans at least 2S pixels each way is decoded at the
+    largest DCT reduction (1/2, 1/4, 1/8) that still gives the box S pixels a side (PIL `draft`);
+    another color JPEG at full scale by torchvision's libjpeg-turbo decoder, cropped and resized
+    as a tensor (faster than PIL on 400-500 px photos: benchmarks/RESULTS_data.md); any other
+    file by PIL, converted as `open_image` converts it. Within a level or two of a full-scale
+    decode + crop of the same box.
+    """
+    if hasattr(source, "read"):
+        data = source.read()
+    else:
+        with open(source, "rb") as file:
+            data = file.read()
+    frame = _jpeg_frame(data)
+    opened = None
+    if frame is not None and frame[0] in _HUFFMAN_FRAMES and frame[3] == 3 and min(frame[1:3]) > 0:
+        width, height = frame[1:3]
+    else:  # PIL reads the header (and checks the size against its decompression-bomb limit)
+        opened = Image.open(io.BytesIO(data))
+        width, height = opened.size
+    top, left, h, w = crop_box(width, height, generator)
+    flip = bool(torch.rand(1, generator=generator) < 0.5)
+    f = dct_scale(w, h, image_size) if frame is not None else 1
+    if opened is None and f == 1:
+        x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        # (3, H, W) strided over (H, W, 3): cropped, made channels_last, the layout for which
+        # torch's antialiased uint8 resize has its fast kernel
+        x = x[:, top:top + h, left:left + w].unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)[0]
+    else:
+        x = _pil_resized_crop(opened if opened is not None else Image.open(io.BytesIO(data)),
+                              (top, left, h, w), f, image_size)
+    return x.flip(-1) if flip else x
+
+
 class ImageCrops:
     """What a streamed image becomes: (3, S, S) uint8, or None if it cannot be read.
 
-    train: RandomResizedCrop(S, scale=(0.08, 1)) + flip, drawn from (seed, epoch, index); else
+    train: `read_train`, RandomResizedCrop(S, scale=(0.08, 1)) + flip drawn from (seed, epoch, index); else
     `read_eval` (resize the shorter side to `resize_size`, default S / 0.875, e.g. 256 for 224,
     and center-crop S). The loaders set `epoch` before each pass.
     """
@@ -159,20 +283,15 @@ class ImageCrops:
         self.resize_size = resize_size or eval_resize(image_size)
         self.seed = seed
         self.epoch = 0
-        self.transform = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()])
 
     def decode(self, source: str | os.PathLike | BinaryIO, i: int) -> Tensor | None:
         """Image file (or open binary file) `source` as item `i` of this epoch."""
         try:
             if not self.train:
                 return read_eval(source, self.image_size, self.resize_size)
-            im = open_image(source, "RGB")
-            # torchvision draws from the global RNG; seed a forked copy so the
-            # crop depends on (seed, epoch, i) alone and the caller's RNG is untouched.
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(_seed(self.seed, self.epoch, i))
-                return v2.functional.pil_to_tensor(self.transform(im))
-        except Exception:  # PIL signals bad files with many types; the batch drops this one
+            # its own generator: the crop depends on (seed, epoch, i) alone, the global RNG is untouched
+            return read_train(source, self.image_size, torch.Generator().manual_seed(_seed(self.seed, self.epoch, i)))
+        except Exception:  # PIL and torchvision signal bad files with many types; the batch drops this one
             return None
 
 
@@ -202,7 +321,8 @@ def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None
     bad = [i for x, _, i in items if x is None]
     if not good:
         return None, torch.empty(0, dtype=torch.int64), bad
-    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
+    # default_collate stacks straight into shared memory in a worker: no copy on the way out
+    return default_collate([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
 
 
 def check_shares(batch_size: int, image_size: int, rank: int, world: int, drop_last: bool | None) -> None:

@@ -14,7 +14,6 @@ everything into one report.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
