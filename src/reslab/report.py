@@ -160,11 +160,8 @@ def _final_table(row: dict, final: dict) -> str:
 
 def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclassified: int, gradcam: int) -> str:
     classes, k = trained.classes, len(trained.classes)
-    labels = loader.labels.cpu()
-    images = loader.dataset.images  # (N, C, H, W) uint8, the split's order, as the logits
-    probs = F.softmax(r.logits, 1)
-    top = r.logits.topk(min(5, k), 1).indices  # as `evaluate` ranks them
-    whole = loader.dataset.meta.get("sample_of")
+    images = getattr(loader.dataset, "images", None)  # (N, C, H, W) uint8, the split's order, as the logits
+    whole = getattr(loader.dataset, "meta", {}).get("sample_of")
     sample = f"a fixed sample of {r.n:,} of the {whole:,} test images" if whole else f"the {r.n:,} test images"
     parts = [f"<h3>Test set: {_e(trained.config.data)}</h3>",
              f'<p class="meta">Checkpoint of step {trained.step:,} evaluated again on {sample}: top-1 '
@@ -173,7 +170,14 @@ def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclas
              f'<div class="col"><h4>Per-class accuracy</h4>{_per_class_table(r, classes)}</div>',
              f'<div class="col wide"><h4>Confusion matrix</h4>{_confusion(r, classes, tmp)}</div>',
              "</div>"]
-
+    if images is None:  # streamed from files or shards: no decoded copy of the split to draw from
+        parts.append('<p class="note">This run streams its images from files: the misclassified images and '
+                     "Grad-CAM maps are drawn for data held in memory only (<code>--set loader=memory</code>)."
+                     "</p>")
+        return "\n".join(parts)
+    labels = loader.labels.cpu()
+    probs = F.softmax(r.logits, 1)
+    top = r.logits.topk(min(5, k), 1).indices  # as `evaluate` ranks them
     wrong = (top[:, 0] != labels).nonzero().flatten()
     worst = wrong[probs[wrong, labels[wrong]].argsort()][:misclassified]  # the lowest probability of the truth first
     parts.append(f"<h4>Misclassified: {len(worst)} of {len(wrong):,}</h4>")
