@@ -10,7 +10,7 @@ _WHERE = {
     "EvalResult": ".loop",
     "NonFiniteLoss": ".loop",
     "PRESETS": ".config",
-    "RunState": ".loop",
+    "RunState": ".step",
     "TrainConfig": ".config",
     "TrainResult": ".loop",
     "TrainingInterrupted": ".loop",
