@@ -288,9 +288,9 @@ def test_resume_refuses_to_overwrite_a_run(tmp_path, digits_data):
 
 
 def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, monkeypatch):
-    import reslab.train.loop as loop
+    import reslab.train.step as step
 
-    real = loop.F.cross_entropy
+    real = step.F.cross_entropy
     calls = {"n": 0}
 
     def nan_on_sixth(logits, y, **kw):
@@ -298,7 +298,7 @@ def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, mo
         loss = real(logits, y, **kw)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(loop.F, "cross_entropy", nan_on_sixth)
+    monkeypatch.setattr(step.F, "cross_entropy", nan_on_sixth)
     with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
         train(tiny(iters=30), tmp_path / "nan", progress=False, data=digits_data)
     ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
