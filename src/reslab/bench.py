@@ -542,8 +542,8 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
     compiled BatchNorm2d, as `reslab train` does). fast=False: the plain fp32 NCHW eager PyTorch
     step (SGD, momentum 0.9, weight decay 1e-4) it is compared with.
     """
+    from .runtime import amp_dtype
     from .train import preset
-    from .train.loop import amp_dtype
     from .train.step import build_optimizer, train_step
 
     device = next(model.parameters()).device

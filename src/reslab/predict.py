@@ -22,7 +22,7 @@ from .data.datasets import IMAGE_EXTENSIONS, Dataset
 from .data.loader import Normalize
 from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
-from .train.loop import amp_dtype
+from .runtime import amp_dtype
 from .train.rundir import Trained, load_trained
 
 

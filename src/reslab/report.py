@@ -37,8 +37,8 @@ from .experiments.report import ExperimentReport, is_experiment_dir, read_experi
 from .explain import grad_cam, gradcam_figure
 from .outputs import check_output, is_run_dir, save_figure, write_text
 from .predict import split_loader
+from .runtime import amp_dtype
 from .train.logging import plot_confusion, plot_runs, run_summary
-from .train.loop import amp_dtype
 from .train.rundir import Trained, load_trained
 
 SUFFIXES = (".html", ".htm")

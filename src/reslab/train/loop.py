@@ -20,9 +20,7 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,7 +34,7 @@ from torch import Tensor, nn
 from ..errors import ReslabError
 from ..evaluate import EvalResult, evaluate
 from ..models import compiled_batchnorm, list_models, load_weights, model_info
-from ..runtime import cpu_has_bf16, cpu_name, tune_allocator
+from ..runtime import Dist, amp_dtype, dist_from_env, environment, resolve_device, tune_allocator
 from .checkpoint import (
     export_safetensors,
     load_checkpoint,
@@ -68,66 +66,6 @@ class TrainResult:
     test: EvalResult | None
     seconds: float
     images_per_s: float
-
-
-# --- environment ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_from_env() -> Dist:
-    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a single process when unset."""
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ReslabError("device cuda requested but no CUDA device is available; use --set device=cpu")
-        device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    return device
-
-
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype actually used: None (fp32) where the hardware lacks a fast path."""
-    if cfg.amp == "none":
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16 if device.type == "cuda" else None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else None
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What produced a run: code version, libraries, hardware."""
-    return {
-        "git_sha": git_sha(), "torch": str(torch.__version__), "python": platform.python_version(),
-        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                                               else cpu_name()),
-        "threads": torch.get_num_threads(), "host": platform.node(),
-    }
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
 
 
 # --- data -----------------------------------------------------------------------
