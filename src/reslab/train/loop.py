@@ -1,4 +1,4 @@
-"""train() and evaluate(): a training run as a few short functions.
+"""train(): a training run as a few short functions.
 
     run = train(preset("fast-cifar", model="resnet20"), "runs/r20")
     print(run.test_acc)
