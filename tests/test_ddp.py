@@ -36,6 +36,7 @@ def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
     import torch.distributed as dist
 
     import reslab.train.loop as loop
+    import reslab.train.step as step
 
     models = []
     wrap = loop._wrap
@@ -46,13 +47,13 @@ def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
 
     loop._wrap = keep
     seen = []
-    forward_backward = loop.forward_backward
+    forward_backward = step.forward_backward
 
     def record(model, x, y, *args):  # the images this rank trains on, step by step
         seen.append((x.clone(), y.clone()))
         return forward_backward(model, x, y, *args)
 
-    loop.forward_backward = record
+    step.forward_backward = record
     result = train(_config(), out, progress=False)
     params = {name: p.detach().clone() for name, p in models[0].named_parameters()}
     torch.save({"steps": result.steps, "params": params, "seen": seen[:3]}, f"{weights}.{rank}.pt")

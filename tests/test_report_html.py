@@ -17,8 +17,8 @@ from PIL import Image
 from reslab.cli import main
 from reslab.experiments.paper import PAPER_TABLE6
 from reslab.predict import evaluate_checkpoint, split_loader
+from reslab.runtime import amp_dtype
 from reslab.train import evaluate
-from reslab.train.loop import amp_dtype
 from reslab.train.rundir import load_trained
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "paper"

@@ -230,7 +230,7 @@ def test_a_metrics_line_cut_short_is_skipped_and_the_log_goes_on(tmp_path):
 
 def test_ema_warms_up_and_averages_bn_statistics():
     from reslab.models import create_model
-    from reslab.train.loop import EMA
+    from reslab.train.step import EMA
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=4)
@@ -252,7 +252,7 @@ def test_ema_warms_up_and_averages_bn_statistics():
 
 def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights():
     from reslab.models import create_model
-    from reslab.train.loop import forward_backward, sharpness_aware_pass
+    from reslab.train.step import forward_backward, sharpness_aware_pass
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=4)
@@ -288,9 +288,9 @@ def test_resume_refuses_to_overwrite_a_run(tmp_path, digits_data):
 
 
 def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, monkeypatch):
-    import reslab.train.loop as loop
+    import reslab.train.step as step
 
-    real = loop.F.cross_entropy
+    real = step.F.cross_entropy
     calls = {"n": 0}
 
     def nan_on_sixth(logits, y, **kw):
@@ -298,7 +298,7 @@ def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, mo
         loss = real(logits, y, **kw)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(loop.F, "cross_entropy", nan_on_sixth)
+    monkeypatch.setattr(step.F, "cross_entropy", nan_on_sixth)
     with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
         train(tiny(iters=30), tmp_path / "nan", progress=False, data=digits_data)
     ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
@@ -318,7 +318,7 @@ def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
 
 
 def test_distillation_loss_matches_its_definition():
-    from reslab.train.loop import SoftTargets, batch_loss
+    from reslab.train.step import SoftTargets, batch_loss
 
     torch.manual_seed(0)
     s, t, y = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5), torch.randint(0, 5, (8,))
@@ -384,9 +384,9 @@ def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
 
 def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, digits_data, monkeypatch):
     """Weights that went to inf before the loss did: last.pt keeps the last finite step."""
-    import reslab.train.loop as loop
+    import reslab.train.step as step
 
-    real = loop.optimizer_step
+    real = step.optimizer_step
     calls = {"n": 0}
 
     def poison_fifth(opt, model, cfg, scaler):
@@ -396,7 +396,7 @@ def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, 
             with torch.no_grad():
                 next(model.parameters()).fill_(float("inf"))
 
-    monkeypatch.setattr(loop, "optimizer_step", poison_fifth)
+    monkeypatch.setattr(step, "optimizer_step", poison_fifth)
     with pytest.raises(NonFiniteLoss, match="the weights had diverged: .*keeps step 4"):
         train(tiny(iters=30, ckpt_every=2), tmp_path / "inf", progress=False, data=digits_data)
     ckpt = load_checkpoint(tmp_path / "inf" / "last.pt")

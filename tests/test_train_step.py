@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.evaluate import evaluate
 from reslab.models import create_model
 from reslab.train import TrainConfig, load_checkpoint, train
-from reslab.train.loop import evaluate, load_data, make_loader
+from reslab.train.loop import load_data, make_loader
 
 
 def _cfg(**changes) -> TrainConfig:

@@ -154,8 +154,8 @@ def test_eval_and_predict_of_a_streamed_run(tmp_path, capsys):
     on_val = json.loads(capsys.readouterr().out)
     assert on_val["n"] == 8 and on_val["loss"] == pytest.approx(val["val_loss"], rel=1e-6)
 
+    from reslab.evaluate import evaluate
     from reslab.predict import split_loader
-    from reslab.train.loop import evaluate
     from reslab.train.rundir import load_trained
 
     trained = load_trained(run)

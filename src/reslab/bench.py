@@ -536,14 +536,15 @@ def _fast_batches(ds, batch: int, channels_last: bool, device: torch.device):
 def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bool) -> Callable[[], Tensor]:
     """One step on the next batch; returns the loss.
 
-    fast=True: the step `reslab train` takes (`reslab.train.loop.train_step` with the
+    fast=True: the step `reslab train` takes (`reslab.train.step.train_step` with the
     paper-cifar recipe's optimizer: SGD momentum 0.9, weight decay 1e-4, foreach), channels_last,
     bf16 autocast if `bf16`, and with `compile` torch.compile of the model (on a CPU with reslab's
     compiled BatchNorm2d, as `reslab train` does). fast=False: the plain fp32 NCHW eager PyTorch
     step (SGD, momentum 0.9, weight decay 1e-4) it is compared with.
     """
+    from .runtime import amp_dtype
     from .train import preset
-    from .train.loop import amp_dtype, build_optimizer, train_step
+    from .train.step import build_optimizer, train_step
 
     device = next(model.parameters()).device
     model.train()

@@ -21,7 +21,8 @@ from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
 from .data.datasets import IMAGE_EXTENSIONS, Dataset
 from .data.loader import Normalize
 from .errors import ReslabError
-from .train.loop import EvalResult, amp_dtype, evaluate
+from .evaluate import EvalResult, evaluate
+from .runtime import amp_dtype
 from .train.rundir import Trained, load_trained
 
 

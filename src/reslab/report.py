@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ReslabError
+from .evaluate import EvalResult, evaluate
 from .experiments.report import ExperimentReport, is_experiment_dir, read_experiment
 from .explain import grad_cam, gradcam_figure
 from .outputs import check_output, is_run_dir, save_figure, write_text
 from .predict import split_loader
+from .runtime import amp_dtype
 from .train.logging import plot_confusion, plot_runs, run_summary
-from .train.loop import EvalResult, amp_dtype, evaluate
 from .train.rundir import Trained, load_trained
 
 SUFFIXES = (".html", ".htm")

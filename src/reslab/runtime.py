@@ -9,15 +9,30 @@ benchmarks/RESULTS.md: 14% of the CPU time of a compiled ResNet-20 step went to
 the kernel; whole runs were 10-42% faster without them, with the same weights).
 Keeping freed memory in the process removes them. The cost: the process keeps
 its peak memory instead of handing it back between steps.
+
+Also the choices a run makes about its process: the torchrun rank (`Dist`), the device,
+the autocast dtype, and the record of what produced it (`environment`). torch is imported
+inside the functions that need it, so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ReslabError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .train.config import TrainConfig
 
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -84,3 +99,77 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
         return None
+
+
+# --- device, precision and the environment of a run ------------------------------
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a single process when unset."""
+    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ReslabError("device cuda requested but no CUDA device is available; use --set device=cpu")
+        device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    return device
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype actually used: None (fp32) where the hardware lacks a fast path."""
+    import torch
+
+    if cfg.amp == "none":
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What produced a run: code version, libraries, hardware."""
+    import torch
+
+    return {
+        "git_sha": git_sha(), "torch": str(torch.__version__), "python": platform.python_version(),
+        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                               else cpu_name()),
+        "threads": torch.get_num_threads(), "host": platform.node(),
+    }
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ReslabError
+from ..evaluate import evaluate
+from ..runtime import Dist, resolve_device
 from ..train import TrainConfig, preset, read_metrics, train
 from ..train.config import recipe_differences
-from ..train.loop import Dist, evaluate, load_data, make_loader, resolve_device
+from ..train.loop import load_data, make_loader
 from ..train.rundir import load_trained
 from .paper import TRAINED, Net, experiment_nets
 from .report import write_report

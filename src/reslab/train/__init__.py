@@ -7,14 +7,14 @@
 from .._lazy import exports
 
 _WHERE = {
-    "EvalResult": ".loop",
+    "EvalResult": "..evaluate",
     "NonFiniteLoss": ".loop",
     "PRESETS": ".config",
-    "RunState": ".loop",
+    "RunState": ".step",
     "TrainConfig": ".config",
     "TrainResult": ".loop",
     "TrainingInterrupted": ".loop",
-    "evaluate": ".loop",
+    "evaluate": "..evaluate",
     "export_safetensors": ".checkpoint",
     "find_runs": ".logging",
     "format_runs": ".logging",

@@ -1,4 +1,4 @@
-"""train() and evaluate(): a training run as a few short functions.
+"""train(): a training run as a few short functions.
 
     run = train(preset("fast-cifar", model="resnet20"), "runs/r20")
     print(run.test_acc)
@@ -17,13 +17,10 @@ logs and saves.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
-import platform
 import signal
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ReslabError
+from ..evaluate import EvalResult, evaluate
 from ..models import compiled_batchnorm, list_models, load_weights, model_info
-from ..runtime import cpu_has_bf16, cpu_name, tune_allocator
+from ..runtime import Dist, amp_dtype, dist_from_env, environment, resolve_device, tune_allocator
 from .checkpoint import (
     export_safetensors,
     load_checkpoint,
@@ -48,7 +45,7 @@ from .checkpoint import (
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig, recipe_differences
 from .logging import MetricsLog, Progress, plot_runs
 from .rundir import build_model, eval_weights, load_trained, read_weights
-from .schedule import lr_at
+from .step import EMA, RunState, build_optimizer, step_lr, teacher_targets, train_step
 from .tracking import make_trackers
 
 
@@ -60,35 +57,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training: the run was checkpointed at a step boundary and can be resumed."""
 
 
-@dataclass
-class RunState:
-    """Where a run stands; saved in every checkpoint."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch (0-based)
-    batch: int = 0  # batches of `epoch` already consumed
-    best_acc: float = -1.0  # best validation accuracy so far (selection metric)
-    best_step: int = -1
-    err_avg: float = 1.0  # running training error, gates the paper's warm-up
-    warmup_done: bool = False
-
-
-@dataclass
-class EvalResult:
-    """Classification metrics over a whole split. confusion: (K, K) int64, rows = true class."""
-
-    n: int
-    loss: float
-    top1: float
-    top5: float
-    per_class: list[float]
-    confusion: Tensor
-    logits: Tensor | None = None  # (N, K) float32 on the CPU, in the loader's order, when asked for
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "loss": self.loss, "top1": self.top1, "top5": self.top5,
-                "per_class": self.per_class, "confusion": self.confusion.tolist()}
-
 
 @dataclass
 class TrainResult:
@@ -98,72 +66,6 @@ class TrainResult:
     test: EvalResult | None
     seconds: float
     images_per_s: float
-
-
-# --- environment ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_from_env() -> Dist:
-    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a single process when unset."""
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ReslabError("device cuda requested but no CUDA device is available; use --set device=cpu")
-        device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    return device
-
-
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype actually used: None (fp32) where the hardware lacks a fast path."""
-    if cfg.amp == "none":
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16 if device.type == "cuda" else None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """What produced a run: code version, libraries, hardware."""
-    return {
-        "git_sha": git_sha(), "torch": str(torch.__version__), "python": platform.python_version(),
-        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                                               else cpu_name()),
-        "threads": torch.get_num_threads(), "host": platform.node(),
-    }
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
 
 
 # --- data -----------------------------------------------------------------------
@@ -313,7 +215,7 @@ def _workers(cfg: TrainConfig, world: int) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(local, 1)))
 
 
-# --- model and optimizer -----------------------------------------------------------
+# --- model ---------------------------------------------------------------------------
 def model_args_for(cfg: TrainConfig, data: Data) -> dict[str, Any]:
     """The model's arguments: the classifier and input channels sized from the data."""
     fitted = {"num_classes": len(data.classes), "in_chans": data.image_size[0]}
@@ -322,198 +224,6 @@ def model_args_for(cfg: TrainConfig, data: Data) -> dict[str, Any]:
             raise ReslabError(f"model_args {key}={cfg.model_args[key]!r}, but {cfg.data} has {value} "
                               f"{'classes' if key == 'num_classes' else 'channels'}; drop it (it is sized from the data)")
     return {**fitted, **cfg.model_args}
-
-
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights; BN and biases (1-d tensors) spared if asked."""
-    if cfg.decay_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               foreach=cfg.foreach)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=cfg.foreach)
-
-
-class EMA:
-    """Exponential moving average of the weights and the BN statistics: the weights evaluated when enabled.
-
-    The decay warms up as min(decay, (1 + step) / (10 + step)) (TensorFlow's
-    ExponentialMovingAverage with num_updates, timm's ModelEmaV3), so the
-    average follows the fast early changes instead of holding the initial
-    weights for thousands of steps.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        # averaged: parameters and float buffers (BN statistics); copied: integer buffers (batch counts)
-        self._averaged = [*self.module.parameters(), *(b for b in self.module.buffers() if b.is_floating_point())]
-        self._copied = [b for b in self.module.buffers() if not b.is_floating_point()]
-
-    def decay_at(self, step: int) -> float:
-        return min(self.decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        buffers = list(model.buffers())
-        live = [*(p.detach() for p in model.parameters()), *(b for b in buffers if b.is_floating_point())]
-        torch._foreach_lerp_(self._averaged, live, 1.0 - self.decay_at(step))
-        torch._foreach_copy_(self._copied, [b for b in buffers if not b.is_floating_point()])
-
-
-# --- one step ---------------------------------------------------------------------
-@dataclass
-class SoftTargets:
-    """A teacher's logits for the batch, mixed into the loss (knowledge distillation, Hinton et al. 2015)."""
-
-    logits: Tensor
-    alpha: float  # weight of the soft targets; the labels get 1 - alpha
-    temperature: float
-
-
-def batch_loss(logits: Tensor, y: Tensor, label_smoothing: float, soft: SoftTargets | None = None) -> Tensor:
-    """Cross-entropy with the labels; when distilling, mixed with T^2 * KL(teacher || student) at temperature T.
-
-    The T^2 keeps the soft targets' gradients at the scale of the hard ones (Hinton et al., section 2).
-    """
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    if soft is None:
-        return loss
-    t = soft.temperature
-    kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(soft.logits / t, dim=1),
-                  reduction="batchmean", log_target=True) * (t * t)
-    return (1.0 - soft.alpha) * loss + soft.alpha * kd
-
-
-def forward_backward(model: nn.Module, x: Tensor, y: Tensor, label_smoothing: float,
-                     amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
-                     soft: SoftTargets | None = None) -> tuple[Tensor, Tensor]:
-    """x: (N, C, H, W) float, y: (N,) int64 -> (mean loss, number correct); gradients accumulated.
-
-    The loss is computed in fp32 from fp32 logits even under autocast.
-    """
-    with autocast(x.device, amp):
-        logits = model(x)
-    loss = batch_loss(logits.float(), y, label_smoothing, soft)
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-    return loss.detach(), (logits.detach().argmax(1) == y).sum()
-
-
-@torch.no_grad()
-def teacher_targets(teacher: nn.Module, x: Tensor, cfg: TrainConfig, amp: torch.dtype | None) -> SoftTargets:
-    with autocast(x.device, amp):
-        logits = teacher(x)
-    return SoftTargets(logits.float(), cfg.distill_alpha, cfg.distill_temperature)
-
-
-def sharpness_aware_pass(model: nn.Module, x: Tensor, y: Tensor, rho: float, label_smoothing: float,
-                         amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
-                         soft: SoftTargets | None = None) -> None:
-    """Sharpness-aware minimization (Foret et al., ICLR 2021), after a forward_backward at the weights w.
-
-    Moves to w + rho * g / ||g|| (g: the gradient just computed, over all parameters), takes
-    the gradient there, and comes back to w: `.grad` then holds the gradient SAM steps with.
-    BN running statistics keep the values of the pass at w.
-    """
-    params = [p for p in model.parameters() if p.grad is not None]
-    stats = list(model.buffers())
-    with torch.no_grad():
-        kept = [t.clone() for t in (*params, *stats)]  # restored as they were, to the bit
-        grads = [p.grad for p in params]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        torch._foreach_add_(params, torch._foreach_mul(grads, rho / (norm + 1e-12)))
-    for p in params:
-        p.grad = None
-    forward_backward(model, x, y, label_smoothing, amp, scaler, soft)
-    with torch.no_grad():
-        torch._foreach_copy_([*params, *stats], kept)
-
-
-def optimizer_step(opt: torch.optim.Optimizer, model: nn.Module, cfg: TrainConfig,
-                   scaler: torch.amp.GradScaler | None) -> None:
-    if scaler is not None:
-        scaler.unscale_(opt)
-    if cfg.grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=cfg.foreach)
-    if scaler is not None:
-        scaler.step(opt)
-        scaler.update()
-    else:
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, cfg: TrainConfig,
-               amp: torch.dtype | None, scaler: torch.amp.GradScaler | None,
-               soft: SoftTargets | None = None) -> tuple[float, Tensor]:
-    """One optimizer step as `train` takes it (and `reslab bench --mode train` times it): forward
-    and backward, SAM's second pass if asked, clipping, the update. Returns (loss, number
-    correct); a non-finite loss takes no step and leaves no gradient."""
-    loss, correct = forward_backward(model, x, y, cfg.label_smoothing, amp, scaler, soft)
-    if not math.isfinite(loss_value := loss.item()):
-        opt.zero_grad(set_to_none=True)
-        return loss_value, correct
-    if cfg.sam_rho is not None:
-        sharpness_aware_pass(model, x, y, cfg.sam_rho, cfg.label_smoothing, amp, scaler, soft)
-    optimizer_step(opt, model, cfg, scaler)
-    return loss_value, correct
-
-
-def step_lr(cfg: TrainConfig, state: RunState, total_steps: int) -> float:
-    """The schedule's lr, or the paper's constant warm-up lr until training error drops below the gate."""
-    if cfg.warmup_until_error is not None and not state.warmup_done:
-        return cfg.warmup_lr
-    return lr_at(cfg, state.step, total_steps)
-
-
-# --- evaluation ---------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype | None = None,
-             flip_tta: bool = False, keep_logits: bool = False) -> EvalResult:
-    """Top-1/top-5 accuracy (fractions), mean loss, per-class accuracy and confusion matrix.
-
-    flip_tta: average the logits of each image and its horizontal mirror. keep_logits: also
-    return every image's logits (for per-image views: the mistakes, their top classes).
-    """
-    was_training = model.training
-    model.eval()
-    n, loss_sum, top1, top5 = 0, 0.0, 0, 0
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    kept: list[Tensor] = []
-    for x, y in loader:
-        with autocast(x.device, amp):
-            logits = model(x)
-            if flip_tta:
-                logits = logits + model(x.flip(3))
-        logits = logits.float() / (2 if flip_tta else 1)
-        if keep_logits:
-            kept.append(logits.cpu())
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        k = min(5, num_classes)
-        topk = logits.topk(k, dim=1).indices
-        hit = topk == y[:, None]
-        top1 += hit[:, 0].sum().item()
-        top5 += hit.any(1).sum().item()
-        confusion += torch.bincount((y * num_classes + topk[:, 0]).cpu(),
-                                    minlength=num_classes * num_classes).view(num_classes, num_classes)
-        n += len(y)
-    model.train(was_training)
-    if n == 0:
-        raise ReslabError("nothing to evaluate: the split is empty")
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
-    return EvalResult(n, loss_sum / n, top1 / n, top5 / n, per_class, confusion,
-                      torch.cat(kept) if keep_logits else None)
 
 
 # --- checkpoint payload ----------------------------------------------------------------
