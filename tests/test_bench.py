@@ -102,7 +102,7 @@ def test_bench_times_the_step_that_train_takes(tmp_path):
     batches, three bench steps end where a three-step training run ends."""
     from reslab.bench import train_step_fn
     from reslab.train import load_checkpoint, preset, train
-    from reslab.train.loop import load_data, make_loader
+    from reslab.train.splits import load_data, make_loader
 
     torch.manual_seed(0)
     start = reslab.create_model("resnet20", depth=8, num_classes=10, in_chans=1)

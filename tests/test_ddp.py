@@ -35,17 +35,17 @@ def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch.distributed as dist
 
-    import reslab.train.loop as loop
+    import reslab.train.setup as setup
     import reslab.train.step as step
 
     models = []
-    wrap = loop._wrap
+    wrap = setup._wrap
 
     def keep(model, *args):  # the rank's own model, before DDP wraps it
         models.append(model)
         return wrap(model, *args)
 
-    loop._wrap = keep
+    setup._wrap = keep
     seen = []
     forward_backward = step.forward_backward
 
@@ -89,7 +89,7 @@ def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
     ranks = [torch.load(tmp_path / f"w.{rank}.pt", weights_only=True) for rank in range(WORLD)]
     assert [r["steps"] for r in ranks] == [30] * WORLD
     # each rank trained on its own slice of the global batch: disjoint, and together the whole batch
-    from reslab.train.loop import load_data, make_loader
+    from reslab.train.splits import load_data, make_loader
 
     cfg = _config()
     loader = make_loader(load_data(cfg, with_test=False).train, cfg, True, torch.device("cpu"))

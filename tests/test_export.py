@@ -11,11 +11,15 @@ from reslab.errors import ReslabError
 from reslab.export import (
     export_onnx,
     export_pt2,
-    load_model,
     onnx_max_abs_diff,
     save_safetensors,
 )
 from reslab.quantize import fold_bn
+from reslab.train.rundir import load_any
+
+
+def load_model(source, name=None) -> nn.Module:
+    return load_any(source, name).model
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:
@@ -140,17 +144,18 @@ def test_load_model_from_safetensors_and_checkpoint(tmp_path) -> None:
 
 
 def test_load_reslab_training_checkpoint(tmp_path) -> None:
-    from reslab.export import load
     from reslab.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
     ema = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
     payload = {"model_name": "resnet20", "model_args": {"num_classes": 4, "in_chans": 3},
-               "image_size": [3, 32, 32], "model": model.state_dict(), "ema": ema.state_dict()}
+               "image_size": [3, 32, 32], "model": model.state_dict(), "ema": ema.state_dict(),
+               "classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "config": {}, "state": {"step": 7}}
     path = save_checkpoint(payload, tmp_path / "run" / "last.pt")
-    loaded = load(tmp_path / "run")  # a run directory means its last.pt
-    assert loaded.name == "resnet20" and loaded.input_size == (3, 32, 32)
+    loaded = load_any(tmp_path / "run")  # a run directory means its last.pt
+    assert loaded.name == "resnet20" and loaded.image_size == (3, 32, 32)
+    assert loaded.classes == list("abcd") and loaded.mean == (0.5,) * 3 and loaded.std == (0.25,) * 3
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the EMA weights are the ones deployed
         torch.testing.assert_close(loaded.model(x), ema.eval()(x))
@@ -158,4 +163,4 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ReslabError):
-        load(path)
+        load_any(path)

@@ -25,7 +25,7 @@ from reslab.data import DataWarning, ShardLoader, ShardSplit, open_split, write_
 from reslab.data.shards import MANIFEST, buffer_order
 from reslab.errors import ReslabError
 from reslab.train import TrainConfig, TrainingInterrupted, load_checkpoint, train
-from reslab.train.loop import load_data, make_loader
+from reslab.train.splits import load_data, make_loader
 
 CPU = torch.device("cpu")
 CLASSES = ("ant", "bee", "cat")

@@ -18,7 +18,7 @@ import torch
 
 from reslab.errors import ReslabError
 from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
-from reslab.train.loop import load_data
+from reslab.train.splits import load_data
 
 
 def tiny(**changes) -> TrainConfig:
@@ -364,10 +364,10 @@ def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
     cfg = dict(iters=6, amp="none", val_size=0, test=False, lr=0.01)
     train(tiny(**cfg), tmp_path / "eager", progress=False, data=digits_data)
     from reslab.models import BatchNorm2d
-    from reslab.train import loop
+    from reslab.train import setup
 
-    switched, real = [], loop.compiled_batchnorm
-    monkeypatch.setattr(loop, "compiled_batchnorm", lambda m: switched.append(real(m)))
+    switched, real = [], setup.compiled_batchnorm
+    monkeypatch.setattr(setup, "compiled_batchnorm", lambda m: switched.append(real(m)))
     train(tiny(**cfg, compile="on"), tmp_path / "compiled", progress=False, data=digits_data)
     assert len(switched) == 1
     assert sum(type(m) is BatchNorm2d for m in switched[0].modules()) == 19  # every BN of ResNet-20

@@ -18,7 +18,7 @@ from torch import nn
 from reslab.evaluate import evaluate
 from reslab.models import create_model
 from reslab.train import TrainConfig, load_checkpoint, train
-from reslab.train.loop import load_data, make_loader
+from reslab.train.splits import load_data, make_loader
 
 
 def _cfg(**changes) -> TrainConfig:

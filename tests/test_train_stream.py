@@ -21,7 +21,7 @@ from reslab.data import DataWarning, ImageFiles, Loader, StreamingLoader, folder
 from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD
 from reslab.errors import ReslabError
 from reslab.train import TrainConfig, TrainingInterrupted, load_checkpoint, preset, train
-from reslab.train.loop import load_data, make_loader
+from reslab.train.splits import load_data, make_loader
 
 CPU = torch.device("cpu")
 

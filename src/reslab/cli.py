@@ -500,11 +500,12 @@ def _add_export(sub) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     import torch
 
-    from .export import export_onnx, export_pt2, load, onnx_max_abs_diff, save_safetensors
+    from .export import export_onnx, export_pt2, onnx_max_abs_diff, save_safetensors
     from .models.registry import default_input_size
+    from .train.rundir import load_any
 
-    loaded = load(args.checkpoint, args.model)
-    size = tuple(args.input_size) if args.input_size else loaded.input_size or default_input_size(loaded.name)
+    loaded = load_any(args.checkpoint, args.model)
+    size = tuple(args.input_size) if args.input_size else loaded.image_size or default_input_size(loaded.name)
     dynamic = not args.static_batch
     if args.format == "safetensors":
         path = save_safetensors(loaded.model, args.out)

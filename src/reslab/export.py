@@ -2,28 +2,21 @@
 
 - `export_onnx`, `export_pt2`, `save_safetensors`: with a dynamic batch axis
   where the format has one, BN folded first (`reslab.quantize.fold_bn`).
-- `load(source, name)` / `load_model`: a model from a registered name, a safetensors
-  file, a state_dict file or a training checkpoint, for the `reslab export`
-  and `reslab bench` commands.
+
+What is exported is a model rebuilt from a file or a name (`reslab.train.rundir.load_any`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ReslabError
 from .outputs import check_output, output_file
 from .quantize import fold_bn
-from .train.rundir import read_weights
-
-# --- files ------------------------------------------------------------------
 
 
 def _example(model: nn.Module, input_size: tuple[int, int, int] | None, batch: int = 2) -> Tensor:
@@ -81,7 +74,7 @@ def export_onnx(
     Uses the torch.export-based exporter (dynamo=True). Input "input"
     (N, C, H, W) float32, output "logits" (N, num_classes); N is a dynamic
     axis when `dynamic_batch`. The weights are stored inside the .onnx file;
-    `metadata` (e.g. `Loaded.metadata`: classes, mean, std, input size) goes
+    `metadata` (e.g. `Trained.metadata`: classes, mean, std, input size) goes
     into its metadata_props.
     """
     path = Path(path)
@@ -160,65 +153,3 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
     with output_file(path, (".safetensors",), "safetensors file") as tmp:
         save_file(state, str(tmp))
     return path
-
-
-# --- loading ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Loaded:
-    """A model built from a file or a name, and what the file said about it (None: not recorded)."""
-
-    model: nn.Module
-    name: str
-    input_size: tuple[int, int, int] | None  # (C, H, W) the model was trained at
-    classes: list[str] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    random: bool = False  # built from a name alone: fresh, untrained weights
-
-    def metadata(self, input_size: tuple[int, int, int]) -> dict[str, str]:
-        """What a deployer needs beside the graph, as strings (ONNX metadata_props, OpenVINO rt_info)."""
-        meta = {"model_name": self.name, "input_size": json.dumps(list(input_size)),
-                "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std"}
-        for key in ("classes", "mean", "std"):
-            if getattr(self, key) is not None:
-                meta[key] = json.dumps(list(getattr(self, key)))
-        return meta
-
-
-def load(source: str | Path | None = None, name: str | None = None) -> Loaded:
-    """Builds a model in eval mode from a weights/checkpoint file and/or a registered name.
-
-    source: a .safetensors file, a state_dict file, a reslab training
-    checkpoint, or a run directory (its model.safetensors, else last.pt);
-    None builds `name` with fresh weights. `name` overrides the recorded
-    model; without a record the classifier size and input channels follow
-    the stored `fc.weight` and `conv1.weight`.
-    """
-    from .models import create_model
-    from .models.convert import load_weights
-
-    if source is None:
-        if name is None:
-            raise ReslabError("give a checkpoint file or --model NAME")
-        return Loaded(create_model(name).eval(), name, None, random=True)
-    weights = read_weights(source)
-    name, args, state = name or weights.name, dict(weights.args), weights.state
-    if name is None:
-        raise ReslabError(f"{weights.path} does not record its model; pass --model NAME")
-    if not args:
-        if "fc.weight" in state:
-            args["num_classes"] = state["fc.weight"].shape[0]
-        if "conv1.weight" in state:
-            args["in_chans"] = state["conv1.weight"].shape[1]
-    model = create_model(name, **args)
-    try:
-        load_weights(model, state)
-    except ReslabError as e:
-        raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
-    return Loaded(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std)
-
-
-def load_model(source: str | Path | None = None, name: str | None = None) -> nn.Module:
-    """The model of `load(source, name)`: see there for what `source` may be."""
-    return load(source, name).model

@@ -50,7 +50,7 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     limit: at most this many images, the same seeded sample every time, in the split's order.
     """
     from .data import has_val_folder, holdout, imagefolder_path, load, shards_path, streamed_split
-    from .train.loop import make_loader
+    from .train.splits import make_loader
 
     cfg = trained.config
     name = data or cfg.data

@@ -28,8 +28,8 @@ from ..evaluate import evaluate
 from ..runtime import Dist, resolve_device
 from ..train import TrainConfig, preset, read_metrics, train
 from ..train.config import recipe_differences
-from ..train.loop import load_data, make_loader
 from ..train.rundir import load_trained
+from ..train.splits import load_data, make_loader
 from .paper import TRAINED, Net, experiment_nets
 from .report import write_report
 from .results import Row, read_row, run_dir, summarize
