@@ -94,19 +94,24 @@ def test_missing_package_says_how_to_install(monkeypatch) -> None:
         optimize(_trained_like(), backend="openvino")
 
 
-@pytest.fixture
-def tiny_run(tmp_path, noise_folder, capsys):
+@pytest.fixture(params=["memory"])
+def tiny_run(request, tmp_path, noise_folder, capsys):
     imgs = noise_folder(classes=("cat", "dog", "eel"), per_class=6, side=16)
     run = tmp_path / "run"
     assert main(["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "2", "--quiet",
                  "--set", "batch_size=4", "--set", "val_size=3", "--set", "threads=1", "--set", "compile=off",
-                 "--set", "device=cpu", "--out", str(run)]) == 0
+                 "--set", "device=cpu", "--set", f"loader={request.param}", "--set", "workers=0",
+                 "--out", str(run)]) == 0
     capsys.readouterr()
     return run, imgs
 
 
+@pytest.mark.parametrize("tiny_run", ["memory", "stream"], indirect=True)
 def test_exports_carry_metadata_and_predict_runs_on_them(tiny_run, tmp_path, capsys) -> None:
+    # a streamed run evaluates at resize S/0.875 + center crop S: its exported files say so, and
+    # predict on them fits an image as the checkpoint does
     import onnx
+    from safetensors import safe_open
 
     run, imgs = tiny_run
     xml, onx = tmp_path / "out" / "m.xml", tmp_path / "out" / "m.onnx"
@@ -119,11 +124,19 @@ def test_exports_carry_metadata_and_predict_runs_on_them(tiny_run, tmp_path, cap
     assert summary["steps"] == 2
     meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
     ov_model = openvino.Core().read_model(str(xml))
-    for key in ("classes", "mean", "std", "input_size"):
+    for key in ("classes", "mean", "std", "input_size", "loader", "preprocess"):
         assert ov_model.get_rt_info(["reslab", key]).astype(str) == meta[key]
-    assert json.loads(meta["classes"]) == ["cat", "dog", "eel"] and json.loads(meta["input_size"]) == [3, 16, 16]
+    loader = json.loads((run / "config.json").read_text())["env"]["loader"]
+    assert loader in ("memory", "stream") and meta["loader"] == loader
+    side = 32 if loader == "stream" else 16  # streamed: the model's input size; in memory: the photos' own
+    assert meta["preprocess"] == (f"shorter side resized to {37 if loader == 'stream' else 16} px, then the center "
+                                  f"{side}x{side}")
+    with safe_open(run / "model.safetensors", "pt") as f:
+        assert f.metadata()["loader"] == loader
+    assert json.loads(meta["classes"]) == ["cat", "dog", "eel"] and json.loads(meta["input_size"]) == [3, side, side]
     deployed = backends.load_deployed(xml)
-    assert deployed.classes == ["cat", "dog", "eel"] and deployed.image_size == (3, 16, 16)
+    assert deployed.classes == ["cat", "dog", "eel"] and deployed.image_size == (3, side, side)
+    assert deployed.loader == loader
 
     results = {}
     for source in (run, xml, onx):

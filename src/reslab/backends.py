@@ -276,6 +276,7 @@ class Deployed:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: tuple[int, int, int]
+    loader: str = "memory"  # "stream": evaluated at resize S/0.875 + center crop S
 
 
 def read_deployed(path: str | Path, threads: int | None = None) -> tuple[RuntimeModel, dict[str, str]]:
@@ -292,7 +293,8 @@ def read_deployed(path: str | Path, threads: int | None = None) -> tuple[Runtime
             ov_model = ov.Core().read_model(str(path))
         except RuntimeError as e:
             raise ReslabError(f"cannot read OpenVINO IR {path}: {str(e).strip().splitlines()[0]}") from None
-        meta = {k: ov_model.get_rt_info(["reslab", k]).astype(str) for k in _META if ov_model.has_rt_info(["reslab", k])}
+        meta = {k: ov_model.get_rt_info(["reslab", k]).astype(str) for k in (*_META, "loader")
+                if ov_model.has_rt_info(["reslab", k])}
         run = _openvino_runner(compile_openvino(ov_model, "fp32", threads))
         return RuntimeModel(run, "openvino", "fp32", threads), meta
     onnx = require("onnx", f"running {path.name}")
@@ -317,4 +319,4 @@ def load_deployed(path: str | Path, threads: int | None = None) -> Deployed:
                           "checkpoint or run directory")
     values = {k: json.loads(meta[k]) for k in _META}
     return Deployed(run, list(values["classes"]), tuple(values["mean"]), tuple(values["std"]),
-                    tuple(values["input_size"]))
+                    tuple(values["input_size"]), meta.get("loader", "memory"))

@@ -156,7 +156,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 
     else:
         trained = load_trained(checkpoint, device)
     files = image_files(inputs)
-    streamed = isinstance(trained, Trained) and trained.loader == "stream"  # exported files do not say
+    streamed = trained.loader == "stream"  # exported files record it too
     k = max(1, min(topk, len(trained.classes)))
     results = []
     for start in range(0, len(files), batch_size):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.streaming import eval_resize
 from ..errors import ReslabError, torch_load
 from ..models import create_model
 from ..models.convert import convert_state_dict, load_weights, read_safetensors, unwrap
@@ -107,7 +108,7 @@ class Checkpoint:
 
     def metadata(self) -> dict[str, str]:
         """What the exported weights record (safetensors metadata: strings)."""
-        return {"config": json.dumps(self.config), "model_name": self.model_name,
+        return {"config": json.dumps(self.config), "model_name": self.model_name, "loader": self.loader,
                 **{k: json.dumps(getattr(self, k)) for k in ("model_args", "classes", "mean", "std", "image_size")}}
 
     def export(self, state: dict[str, Tensor], path: Path) -> Path:
@@ -116,6 +117,13 @@ class Checkpoint:
 
 
 # --- models rebuilt from files ----------------------------------------------------
+def preprocess(loader: str, side: int) -> str:
+    """How an image becomes the model's input, as the run evaluated (in words, for deployers)."""
+    if loader == "stream":
+        return f"shorter side resized to {eval_resize(side)} px, then the center {side}x{side}"
+    return f"shorter side resized to {side} px, then the center {side}x{side}"
+
+
 @dataclass
 class Trained:
     """A model rebuilt from a file or a name, in eval mode, and what the file records about it.
@@ -137,8 +145,10 @@ class Trained:
 
     def metadata(self, input_size: tuple[int, int, int]) -> dict[str, str]:
         """What a deployer needs beside the graph, as strings (ONNX metadata_props, OpenVINO rt_info)."""
+        side = input_size[-1]
         meta = {"model_name": self.name, "input_size": json.dumps(list(input_size)),
-                "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std"}
+                "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std",
+                "loader": self.loader, "preprocess": preprocess(self.loader, side)}
         for key in ("classes", "mean", "std"):
             if getattr(self, key) is not None:
                 meta[key] = json.dumps(list(getattr(self, key)))
@@ -187,7 +197,8 @@ def load_any(source: str | Path | None = None, name: str | None = None) -> Train
         load_weights(model, state)
     except ReslabError as e:
         raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
-    return Trained(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std)
+    return Trained(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std,
+                   loader=weights.loader)
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,7 @@ class Weights:
     classes: list[str] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    loader: str = "memory"  # how the run read its data, so how its evaluation fitted an image
 
 
 def _read_state(path: Path) -> Weights:
@@ -209,7 +221,7 @@ def _read_state(path: Path) -> Weights:
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
         record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if k in meta}
-        return _weights(path, state, meta.get("model_name"), record)
+        return _weights(path, state, meta.get("model_name"), record | {"loader": meta.get("loader")})
     obj = torch_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
@@ -217,7 +229,7 @@ def _read_state(path: Path) -> Weights:
         # A reslab training checkpoint: verify its digest, deploy the EMA weights if it kept them.
         ckpt = Checkpoint.read(path)
         return _weights(path, ckpt.eval_weights(), ckpt.model_name,
-                        {k: getattr(ckpt, k) for k in ("model_args", "image_size", "classes", "mean", "std")})
+                        {k: getattr(ckpt, k) for k in ("model_args", "image_size", "classes", "mean", "std", "loader")})
     obj = unwrap(obj)  # e.g. akamaster's {"state_dict": ..., "best_prec1": ...}
     if not all(isinstance(v, Tensor) for v in obj.values()):
         raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
@@ -230,7 +242,7 @@ def _weights(path: Path, state: dict[str, Tensor], name: str | None, record: dic
         return kind(value) if value else None
 
     return Weights(path, state, name, dict(record.get("model_args") or {}), get("image_size", tuple),
-                   get("classes", list), get("mean", tuple), get("std", tuple))
+                   get("classes", list), get("mean", tuple), get("std", tuple), record.get("loader") or "memory")
 
 
 def read_weights(source: str | Path) -> Weights:
