@@ -164,3 +164,31 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ReslabError):
         load_any(path)
+
+
+def test_exported_safetensors_record_the_model_and_its_inputs(tmp_path, noise_folder, capsys) -> None:
+    # `reslab export --format safetensors` writes what a run's own model.safetensors records: the
+    # file alone rebuilds the model (no --model) with its classes, normalization and input size
+    from safetensors import safe_open
+
+    from reslab.cli import main
+
+    imgs = noise_folder(classes=("cat", "dog", "eel"), per_class=4, side=16)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "resnet20", "--data", f"imagefolder:{imgs}", "--iters", "1", "--quiet",
+                 "--set", "batch_size=4", "--set", "val_size=3", "--set", "threads=1", "--set", "compile=off",
+                 "--set", "device=cpu", "--set", "test=false", "--out", str(run)]) == 0
+    st = tmp_path / "w.safetensors"
+    assert main(["export", str(run), "--format", "safetensors", "--out", str(st)]) == 0
+    capsys.readouterr()
+    with safe_open(str(st), "pt") as f:
+        meta = f.metadata()
+    assert meta["model_name"] == "resnet20" and meta["input_size"] == "[3, 16, 16]" and meta["loader"] == "memory"
+    again, own = load_any(st), load_any(run / "model.safetensors")
+    for got in (again, own):
+        assert (got.name, got.classes, got.image_size, got.loader) == ("resnet20", ["cat", "dog", "eel"], (3, 16, 16),
+                                                                       "memory")
+        assert got.args == {"num_classes": 3, "in_chans": 3} and got.mean == own.mean and got.std == own.std
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), own.model(x))

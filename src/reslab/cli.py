@@ -508,7 +508,7 @@ def _run_export(args: argparse.Namespace) -> None:
     size = tuple(args.input_size) if args.input_size else loaded.image_size or default_input_size(loaded.name)
     dynamic = not args.static_batch
     if args.format == "safetensors":
-        path = save_safetensors(loaded.model, args.out)
+        path = save_safetensors(loaded.model, args.out, loaded.metadata(size))
     elif args.format == "onnx":
         path = export_onnx(loaded.model, args.out, size, dynamic, args.fold, metadata=loaded.metadata(size))
         diff = onnx_max_abs_diff(path, loaded.model, torch.randn(3 if dynamic else 2, *size))

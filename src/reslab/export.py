@@ -144,12 +144,14 @@ def export_pt2(
     return path
 
 
-def save_safetensors(model: nn.Module, path: str | Path) -> Path:
-    """Writes the model's state_dict (unfolded, as trained) as safetensors."""
+def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Writes the model's state_dict (unfolded, as trained) as safetensors, with `metadata`
+    (e.g. `Trained.metadata`: the model, its input size, classes, mean, std) in its header,
+    so that `reslab predict`, `export` and `train --set init=` read it back."""
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with output_file(path, (".safetensors",), "safetensors file") as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata=metadata)
     return path

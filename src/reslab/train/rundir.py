@@ -142,11 +142,12 @@ class Trained:
     step: int | None = None
     loader: str = "memory"  # how the run read its data: "stream" evaluates at resize S/0.875 + center crop S
     random: bool = False
+    args: dict[str, Any] = field(default_factory=dict)  # create_model's keyword arguments, as recorded
 
     def metadata(self, input_size: tuple[int, int, int]) -> dict[str, str]:
         """What a deployer needs beside the graph, as strings (ONNX metadata_props, OpenVINO rt_info)."""
         side = input_size[-1]
-        meta = {"model_name": self.name, "input_size": json.dumps(list(input_size)),
+        meta = {"model_name": self.name, "model_args": json.dumps(self.args), "input_size": json.dumps(list(input_size)),
                 "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std",
                 "loader": self.loader, "preprocess": preprocess(self.loader, side)}
         for key in ("classes", "mean", "std"):
@@ -167,7 +168,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     ckpt = Checkpoint.read(path)
     model = ckpt.build().to(device).eval()
     return Trained(model, ckpt.model_name, tuple(ckpt.image_size), list(ckpt.classes), tuple(ckpt.mean),
-                   tuple(ckpt.std), TrainConfig.from_dict(ckpt.config), ckpt.step, ckpt.loader)
+                   tuple(ckpt.std), TrainConfig.from_dict(ckpt.config), ckpt.step, ckpt.loader,
+                   args=dict(ckpt.model_args))
 
 
 def load_any(source: str | Path | None = None, name: str | None = None) -> Trained:
@@ -198,7 +200,7 @@ def load_any(source: str | Path | None = None, name: str | None = None) -> Train
     except ReslabError as e:
         raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
     return Trained(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std,
-                   loader=weights.loader)
+                   loader=weights.loader, args=args)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,8 @@ def _read_state(path: Path) -> Weights:
     """The state_dict of a weights or checkpoint file and what the file records."""
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
-        record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if k in meta}
+        meta.setdefault("image_size", meta.get("input_size"))  # `reslab export` names it as ONNX files do
+        record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if meta.get(k)}
         return _weights(path, state, meta.get("model_name"), record | {"loader": meta.get("loader")})
     obj = torch_load(path, "weights file")
     if not isinstance(obj, dict):
