@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import rel_err, trained_like
 from reslab import backends
 from reslab.cli import main
 from reslab.errors import ReslabError
@@ -19,28 +20,9 @@ pytest.importorskip("nncf", reason="OpenVINO int8 needs nncf (pip install 'resla
 pytest.importorskip("onnxruntime", reason="the ONNX Runtime backend needs onnxruntime (pip install 'reslab[onnx]')")
 
 
-def _trained_like(name: str = "resnet20", **kw) -> nn.Module:
-    import reslab
-
-    torch.manual_seed(0)
-    model = reslab.create_model(name, **kw)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got - want).abs().max() / want.abs().max()).item()
-
-
 @pytest.mark.parametrize(("backend", "dtype"), [("openvino", "fp32"), ("openvino", "bf16"), ("onnxruntime", "fp32")])
 def test_backend_matches_eager(backend: str, dtype: str) -> None:
-    model = _trained_like()
+    model = trained_like("resnet20")
     x = torch.randn(5, 3, 32, 32)
     fast = optimize(model, dtype, backend=backend, threads=1)
     with torch.no_grad():
@@ -49,14 +31,14 @@ def test_backend_matches_eager(backend: str, dtype: str) -> None:
         got = fast(batch)
         assert got.dtype == torch.float32 and got.shape == (len(batch), 10)
     assert fast.backend == backend and fast.dtype == dtype and fast.threads == 1
-    assert _rel(fast(x), want) < TOLERANCE[dtype]
+    assert rel_err(fast(x), want) < TOLERANCE[dtype]
     if dtype == "bf16":  # really bf16, not f32 under another name
-        assert _rel(fast(x), want) > 1e-5 and "bf16" in fast.detail
+        assert rel_err(fast(x), want) > 1e-5 and "bf16" in fast.detail
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_backend_int8_keeps_the_decisions(backend: str) -> None:
-    model = _trained_like()
+    model = trained_like("resnet20")
     torch.manual_seed(2)
     calib, x = torch.randn(64, 3, 32, 32), torch.randn(32, 3, 32, 32)
     fast = optimize(model, "int8", calibration=calib, backend=backend, threads=1)
@@ -65,11 +47,11 @@ def test_backend_int8_keeps_the_decisions(backend: str) -> None:
     got = fast(x)
     assert (got.argmax(1) == want.argmax(1)).float().mean().item() >= 0.9
     assert nn.functional.cosine_similarity(got, want, dim=1).min().item() > 0.98
-    assert 1e-4 < _rel(got, want) < 0.2  # quantized: not the float model's numbers
+    assert 1e-4 < rel_err(got, want) < 0.2  # quantized: not the float model's numbers
 
 
 def test_backend_bad_requests_are_one_line() -> None:
-    model = _trained_like()
+    model = trained_like("resnet20")
     with pytest.raises(ReslabError, match="backend must be one of torch, openvino, onnxruntime"):
         optimize(model, backend="tensorrt")
     with pytest.raises(ReslabError, match="onnxruntime runs fp32, int8, not 'bf16'"):
@@ -91,7 +73,7 @@ def test_missing_package_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setattr(importlib, "import_module", fake)
     assert not backends.available("openvino")
     with pytest.raises(ReslabError, match=r"needs the openvino package: pip install 'reslab\[openvino\]'"):
-        optimize(_trained_like(), backend="openvino")
+        optimize(trained_like("resnet20"), backend="openvino")
 
 
 @pytest.fixture(params=["memory"])

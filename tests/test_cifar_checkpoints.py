@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import reslab
+from helpers import randomize_bn
 from reslab.errors import ReslabError
 
 
@@ -58,21 +59,10 @@ class _CifarNet(nn.Module):
         return getattr(self, self.head_name)(x.mean((2, 3)))
 
 
-def _trained_like(model):
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
-            m.bias.data = torch.rand(m.num_features, generator=g) - 0.5
-            m.running_mean = torch.rand(m.num_features, generator=g) - 0.5
-            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
-    return model.eval()
-
-
 @pytest.mark.parametrize("depth", [20, 32])
 def test_akamaster_checkpoints_load_and_agree(tmp_path, depth):
     torch.manual_seed(depth)
-    theirs = _trained_like(_CifarNet((depth - 2) // 6, "zeros both sides", "linear"))
+    theirs = randomize_bn(_CifarNet((depth - 2) // 6, "zeros both sides", "linear"))
     path = tmp_path / f"resnet{depth}-12fca82f.th"
     # as their trainer saves it: a DataParallel model inside {"state_dict": ..., "best_prec1": ...}
     torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}, "best_prec1": 91.7}, path)
@@ -94,7 +84,7 @@ def test_akamaster_checkpoints_load_and_agree(tmp_path, depth):
 
 def test_chenyaofo_checkpoints_load_and_agree(tmp_path):
     torch.manual_seed(1)
-    theirs = _trained_like(_CifarNet(3, "projection", "fc", classes=100))
+    theirs = randomize_bn(_CifarNet(3, "projection", "fc", classes=100))
     path = tmp_path / "cifar100_resnet20-23dac2f1.pt"
     torch.save(theirs.state_dict(), path)
     x = torch.randn(4, 3, 32, 32)
@@ -124,7 +114,7 @@ def test_fine_tune_from_an_akamaster_checkpoint(tmp_path, noise_folder, capsys):
 
     from reslab.cli import main
 
-    theirs = _trained_like(_CifarNet(3, "zeros both sides", "linear"))
+    theirs = randomize_bn(_CifarNet(3, "zeros both sides", "linear"))
     path = tmp_path / "resnet20-12fca82f.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}}, path)
     imgs = noise_folder(per_class=6, side=32)

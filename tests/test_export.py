@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import reslab
+from helpers import randomize_bn
 from reslab.errors import ReslabError
 from reslab.export import (
     export_onnx,
@@ -22,18 +23,6 @@ def load_model(source, name=None) -> nn.Module:
     return load_any(source, name).model
 
 
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics, so folding that ignored them would be caught."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize(
     "name, size, bn_left",
     [
@@ -46,7 +35,7 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
 )
 def test_fold_bn_is_exact(name: str, size: int, bn_left: int) -> None:
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model(name))
+    model = randomize_bn(reslab.create_model(name))
     folded = fold_bn(model)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == bn_left
     assert type(folded) is type(model)
@@ -69,7 +58,7 @@ def test_fold_bn_leaves_shared_conv_output_alone() -> None:
             y = self.conv(x)
             return self.bn(y) + y  # y is used twice: folding would change the second use
 
-    model = _randomize_bn(Branchy())
+    model = randomize_bn(Branchy())
     folded = fold_bn(model)
     assert isinstance(folded.bn, nn.BatchNorm2d)
     x = torch.randn(1, 3, 8, 8)
@@ -80,7 +69,7 @@ def test_fold_bn_leaves_shared_conv_output_alone() -> None:
 @pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64), ("resnet50", 32)])
 def test_onnx_matches_torch_with_dynamic_batch(tmp_path, name: str, size: int) -> None:
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model(name, num_classes=10))
+    model = randomize_bn(reslab.create_model(name, num_classes=10))
     path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=(3, size, size))
     # Exported at batch 2; batches 1 and 5 must run too (dynamic axis).
     for batch in (1, 5):
@@ -99,7 +88,7 @@ def test_onnx_rejects_too_small_input(tmp_path) -> None:
 
 def test_exported_program_round_trip(tmp_path) -> None:
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model("resnet20"))
+    model = randomize_bn(reslab.create_model("resnet20"))
     path = export_pt2(model, tmp_path / "r20.pt2", aoti=False)
     loaded = torch.export.load(str(path)).module()
     x = torch.randn(3, 3, 32, 32)
@@ -111,7 +100,7 @@ def test_exported_program_round_trip(tmp_path) -> None:
 def test_aoti_package_round_trip(tmp_path) -> None:
     # AOTInductor compiles C++ for the whole net: about 2 minutes on 2 cores.
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model("resnet20"))
+    model = randomize_bn(reslab.create_model("resnet20"))
     path = export_pt2(model, tmp_path / "r20.pt2", aoti=True)
     package = torch._inductor.aoti_load_package(str(path))
     for batch in (1, 7):
@@ -122,7 +111,7 @@ def test_aoti_package_round_trip(tmp_path) -> None:
 
 def test_load_model_from_safetensors_and_checkpoint(tmp_path) -> None:
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model("resnet20", num_classes=7))
+    model = randomize_bn(reslab.create_model("resnet20", num_classes=7))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         want = model(x)
@@ -147,8 +136,8 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
     from reslab.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    model = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
-    ema = _randomize_bn(reslab.create_model("resnet20", num_classes=4))
+    model = randomize_bn(reslab.create_model("resnet20", num_classes=4))
+    ema = randomize_bn(reslab.create_model("resnet20", num_classes=4))
     payload = {"model_name": "resnet20", "model_args": {"num_classes": 4, "in_chans": 3},
                "image_size": [3, 32, 32], "model": model.state_dict(), "ema": ema.state_dict(),
                "classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "config": {}, "state": {"step": 7}}

@@ -6,42 +6,23 @@ import pytest
 import torch
 from torch import nn
 
-import reslab
+from helpers import rel_err, trained_like
 from reslab.errors import ReslabError
 from reslab.optimize import TOLERANCE, InferenceModel, optimize
 from reslab.quantize import int8_method, quantize_int8
 
 
-def _trained_like(name: str, **kw) -> nn.Module:
-    """A model with non-trivial BN statistics, as after training."""
-    torch.manual_seed(0)
-    model = reslab.create_model(name, **kw)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            # a trained affine too: folding must carry gamma and beta, not only the statistics
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got - want).abs().max() / want.abs().max()).item()
-
-
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64)])
 def test_eager_paths_within_tolerance(name: str, size: int, dtype: str) -> None:
-    model = _trained_like(name)
+    model = trained_like(name)
     fast = optimize(model, dtype=dtype, compile=False)
     x = torch.randn(4, 3, size, size)
     with torch.no_grad():
         want = model(x)
     got = fast(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
-    assert _rel_err(got, want) < TOLERANCE[dtype]
+    assert rel_err(got, want) < TOLERANCE[dtype]
     # The weights really are in the asked dtype and layout, BN folded away.
     conv = fast.model.model.conv1
     assert conv.weight.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
@@ -51,38 +32,38 @@ def test_eager_paths_within_tolerance(name: str, size: int, dtype: str) -> None:
 
 def test_bf16_is_not_exact() -> None:
     # Guards the tolerance test above against comparing fp32 with itself.
-    model = _trained_like("resnet20")
+    model = trained_like("resnet20")
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         want = model(x)
-    assert _rel_err(optimize(model, "bf16", compile=False)(x), want) > 1e-5
+    assert rel_err(optimize(model, "bf16", compile=False)(x), want) > 1e-5
 
 
 def test_compiled_with_freezing_matches_eager() -> None:
-    model = _trained_like("resnet20")
+    model = trained_like("resnet20")
     fast = optimize(model, dtype="fp32", compile=True)
     assert isinstance(fast, InferenceModel) and fast.compiled
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         want = model(x)
-    assert _rel_err(fast(x), want) < TOLERANCE["fp32"]
+    assert rel_err(fast(x), want) < TOLERANCE["fp32"]
 
 
 @pytest.mark.slow
 def test_compiled_bf16_matches_eager() -> None:
-    model = _trained_like("resnet18")
+    model = trained_like("resnet18")
     fast = optimize(model, dtype="bf16", compile=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         want = model(x)
-    assert _rel_err(fast(x), want) < TOLERANCE["bf16"]
+    assert rel_err(fast(x), want) < TOLERANCE["bf16"]
 
 
 @pytest.mark.parametrize("compile", [True, False])
 def test_int8_still_classifies(compile: bool) -> None:
     # Calibrate and test on two clusters of images the model separates clearly:
     # int8 must keep the decisions, and stay close on the logits.
-    model = _trained_like("resnet20", num_classes=10)
+    model = trained_like("resnet20", num_classes=10)
     torch.manual_seed(2)
     calib = torch.randn(64, 3, 32, 32)
     x = torch.randn(32, 3, 32, 32)
@@ -129,7 +110,7 @@ def test_int8_pt2e_annotates_blocks_that_reuse_one_relu() -> None:
 
 
 def test_input_model_is_untouched() -> None:
-    model = _trained_like("resnet20")
+    model = trained_like("resnet20")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimize(model, "bf16", compile=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
