@@ -271,3 +271,81 @@ def test_a_browser_loads_every_image_of_a_real_report(tmp_path):
                    capture_output=True, timeout=120, check=True)
     assert Image.open(shot).size == (1200, 3000)
     print(f"screenshot: {shot}")
+
+
+# --- streamed runs: the mistakes and Grad-CAM maps decoded from the files or shards alone ----------
+def _photos(root: Path, per_class: int, seed: int) -> Path:
+    """root/<class>/NN.jpg (every third a .png): random RGB images of 40-60 px a side, each its own size."""
+    rng = np.random.default_rng(seed)
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = (int(v) for v in rng.integers(40, 61, 2))
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                root / cls / f"{i:02d}.{'png' if i % 3 == 2 else 'jpg'}")
+    return root
+
+
+def _streamed_run(tmp_path: Path, data: str) -> Path:
+    """Four steps of ResNet-20 at 32x32 on streamed data, no decode processes."""
+    from reslab.train import TrainConfig, train
+
+    cfg = TrainConfig(model="resnet20", data=data, iters=4, batch_size=8, val_size=0, lr=0.05, compile="off",
+                      seed=0, threads=1, device="cpu", amp="none", loader="stream", resize=32, workers=0, test=False)
+    train(cfg, tmp_path / "run", progress=False)
+    return tmp_path / "run"
+
+
+def _check_image_views(run: Path, page: Page, limit: int | None, misclassified: int, gradcam: int) -> None:
+    """The thumbnails are, pixel for pixel, the images the evaluation fed the model for the surest mistakes,
+    in that order; the Grad-CAM maps are of one test image per class, given the model's input of evaluation."""
+    from reslab.predict import model_input, normalize
+    from reslab.report import _one_per_class
+
+    trained = load_trained(run)
+    loader = split_loader(trained, limit=limit)
+    assert loader.dataset.meta.get("sample_of") == (None if limit is None else 3 * 4)
+    batches = list(loader)  # the evaluation's own batches: (normalized images, labels)
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    r = evaluate(trained.model, loader, len(CLASSES), keep_logits=True)
+    assert torch.equal(r.labels, y) and len(r.logits) == len(x) == (limit or 12)
+    probs = torch.softmax(r.logits, 1)
+    wrong = (r.logits.argmax(1) != y).nonzero().flatten()
+    worst = wrong[probs[wrong, y[wrong]].argsort()][:misclassified].tolist()
+
+    thumbs = [img for img in page.images if img["alt"].startswith("misclassified ")]
+    assert page.thumbs == len(thumbs) == min(misclassified, len(wrong)) == len(worst) > 0
+    for i, img in zip(worst, thumbs, strict=True):
+        pixels = torch.from_numpy(np.array(_decoded(img).convert("RGB"))).permute(2, 0, 1)
+        assert pixels.shape == (3, 32, 32) and img["alt"] == f"misclassified {CLASSES[int(y[i])]}"
+        assert torch.equal(normalize(trained, pixels[None])[0], x[i])  # what the model saw as test image i
+
+    picked = _one_per_class(y, gradcam)
+    cams = [img["alt"] for img in page.images if img["alt"].startswith("Grad-CAM of test image")]
+    assert cams == [f"Grad-CAM of test image {i}" for i in picked] and len(cams) == min(gradcam, len(x))
+    assert torch.equal(model_input(trained, loader.decoded(picked)), x[picked])
+    assert "streams its images" not in (run.parent / "r.html").read_text() and not page.skipped
+
+
+def test_a_streamed_folder_run_shows_its_mistakes_and_grad_cams(tmp_path, capsys):
+    base = tmp_path / "set"
+    _photos(base / "train", 8, 0)
+    _photos(base / "test", 4, 1)
+    run = _streamed_run(tmp_path, f"imagefolder:{base}")
+    page = _report([str(run), "--out", str(tmp_path / "r.html"), "--limit", "9", "--misclassified", "3",
+                    "--gradcam", "2"], capsys)
+    assert "a fixed sample of 9 of the 12 test images" in (tmp_path / "r.html").read_text()
+    _check_image_views(run, page, 9, 3, 2)
+
+
+def test_a_shard_run_shows_its_mistakes_and_grad_cams(tmp_path, capsys):
+    from reslab.data import write_shards
+
+    base = tmp_path / "set"
+    _photos(base / "train", 8, 0)
+    _photos(base / "test", 4, 1)
+    write_shards(f"imagefolder:{base}", tmp_path / "shards", shard_size=5)  # test: shards of 5, 5 and 2
+    run = _streamed_run(tmp_path, f"shards:{tmp_path / 'shards'}")
+    page = _report([str(run), "--out", str(tmp_path / "r.html"), "--limit", "10", "--misclassified", "100",
+                    "--gradcam", "3"], capsys)
+    _check_image_views(run, page, 10, 100, 3)

@@ -294,6 +294,14 @@ def test_unreadable_images_in_a_shard_are_skipped_with_count_and_names(tmp_path)
     key = loader.skipped[0].split(":")[1]
     samples, _ = _members(tmp_path / "shards" / loader.skipped[0].split(":")[0])
     assert samples[key.split(".")[0]]["jpg"] == b"\xff\xd8 not really a jpeg"
+    # row i of the pass is the image at evaluated()[i], decoded alone (one read of the shards) the same
+    (bad,) = loader.unreadable
+    rows = loader.evaluated()
+    assert 0 < bad < 12 and rows.tolist() == [p for p in range(13) if p != bad]
+    x = torch.cat([x for x, _ in batches])
+    assert torch.equal(loader.output.normalize(loader.decoded(rows.flip(0))), x.flip(0))
+    with pytest.raises(ReslabError, match=f"cannot read {loader.skipped[0]}$"):
+        loader.decoded([bad])
 
 
 # --- two ranks (gloo, CPU) ---------------------------------------------------------------

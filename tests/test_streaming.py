@@ -18,6 +18,7 @@ from reslab.data.streaming import (
     dct_scale,
     read_train,
 )
+from reslab.errors import ReslabError
 
 
 @pytest.fixture
@@ -79,6 +80,11 @@ def test_eval_is_resize_center_crop_in_order(folder):
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     torch.testing.assert_close(x[1], (expected - mean) / std, rtol=1e-5, atol=1e-5)
+    # each image decoded alone is the one the pass gave (the broken file skipped: 20 rows of 21 files)
+    assert loader.unreadable == [20] and torch.equal(loader.evaluated(), torch.arange(20))
+    assert torch.equal(loader.output.normalize(loader.decoded([19, 1, 4])), x[[19, 1, 4]])
+    with pytest.raises(ReslabError, match=r"cannot read dog/zz_broken.jpg$"):
+        loader.decoded([3, 20])
 
 
 def test_ranks_read_disjoint_shares_of_each_global_batch(folder):

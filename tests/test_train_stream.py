@@ -141,14 +141,16 @@ def test_eval_and_predict_of_a_streamed_run(tmp_path, capsys):
     assert cli.main(["eval", str(run), "--json"]) == 0
     test = json.loads(capsys.readouterr().out)
     assert test["n"] == 6 and test["top1"] == result.test.top1
-    # the HTML report of a streamed run: its metrics, per-class table and confusion matrix, and one
-    # note in place of the image views
+    # the HTML report of a streamed run: its metrics, per-class table, confusion matrix and the image
+    # views, read from the files (tests/test_report_html.py checks them pixel for pixel)
     page = tmp_path / "report.html"
-    assert cli.main(["report", str(run), "--out", str(page)]) == 0
+    assert cli.main(["report", str(run), "--out", str(page), "--gradcam", "2"]) == 0
     capsys.readouterr()
     html = page.read_text()
     assert f"top-1 {100 * result.test.top1:.2f}%" in html and "Per-class accuracy" in html
-    assert html.count("This run streams its images from files") == 1 and "Misclassified" not in html
+    wrong = round(6 * (1 - result.test.top1))
+    assert f"Misclassified: {wrong} of {wrong}" in html and html.count('<figure class="thumb">') == wrong
+    assert html.count('alt="Grad-CAM of test image') == 2
     assert test["loss"] == pytest.approx(result.test.loss, rel=1e-6)
     assert cli.main(["eval", str(run), "--split", "val", "--json"]) == 0
     on_val = json.loads(capsys.readouterr().out)

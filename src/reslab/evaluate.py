@@ -26,6 +26,7 @@ class EvalResult:
     per_class: list[float]
     confusion: Tensor
     logits: Tensor | None = None  # (N, K) float32 on the CPU, in the loader's order, when asked for
+    labels: Tensor | None = None  # (N,) int64 on the CPU: the true classes of those rows, with the logits
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "loss": self.loss, "top1": self.top1, "top5": self.top5,
@@ -38,13 +39,15 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype |
     """Top-1/top-5 accuracy (fractions), mean loss, per-class accuracy and confusion matrix.
 
     flip_tta: average the logits of each image and its horizontal mirror. keep_logits: also
-    return every image's logits (for per-image views: the mistakes, their top classes).
+    return every image's logits and true class (for per-image views: the mistakes, their top
+    classes), in the order the loader yields them.
     """
     was_training = model.training
     model.eval()
     n, loss_sum, top1, top5 = 0, 0.0, 0, 0
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     kept: list[Tensor] = []
+    truth: list[Tensor] = []
     for x, y in loader:
         with autocast(x.device, amp):
             logits = model(x)
@@ -53,6 +56,7 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype |
         logits = logits.float() / (2 if flip_tta else 1)
         if keep_logits:
             kept.append(logits.cpu())
+            truth.append(y.cpu())
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         k = min(5, num_classes)
         topk = logits.topk(k, dim=1).indices
@@ -67,4 +71,4 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype |
         raise ReslabError("nothing to evaluate: the split is empty")
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
     return EvalResult(n, loss_sum / n, top1 / n, top5 / n, per_class, confusion,
-                      torch.cat(kept) if keep_logits else None)
+                      torch.cat(kept) if keep_logits else None, torch.cat(truth) if keep_logits else None)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
 from .data.datasets import IMAGE_EXTENSIONS, Dataset
-from .data.loader import Normalize
+from .data.loader import Normalize, resize_batch
 from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .runtime import amp_dtype
@@ -72,8 +72,9 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     _check_compatible(ds, trained)
     if limit is not None and limit < len(ds):
         keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        ds = ds.subset(keep) if streamed else dataclasses.replace(
-            ds, images=ds.images[keep], labels=ds.labels[keep], meta={**ds.meta, "sample_of": len(ds)})
+        sampled = ds.subset(keep) if streamed else dataclasses.replace(ds, images=ds.images[keep],
+                                                                       labels=ds.labels[keep])
+        ds = dataclasses.replace(sampled, meta={**ds.meta, "sample_of": len(ds)})
     if streamed:
         loader_cfg = cfg.replace(resize=size, channels_last=False)
     else:
@@ -142,6 +143,14 @@ def normalize(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """(N, C, H, W) uint8 -> float on the model's device, normalized as the model was trained."""
     param = next(trained.model.parameters(), None) if isinstance(trained.model, torch.nn.Module) else None
     return Normalize(trained.mean, trained.std, param.device if param is not None else "cpu")(images)
+
+
+def model_input(trained: Trained | Deployed, images: Tensor) -> Tensor:
+    """(N, C, H, W) uint8 of a split, as a loader of `split_loader` decodes them (`decoded`) ->
+    the batch it makes of them: normalized as the model was trained, resized to the model's
+    input as `Loader` resizes when their size is not its."""
+    x = normalize(trained, images)
+    return x if tuple(x.shape[-2:]) == tuple(trained.image_size[1:]) else resize_batch(x, trained.image_size[1])
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,

@@ -36,7 +36,7 @@ from .evaluate import EvalResult, evaluate
 from .experiments.report import ExperimentReport, is_experiment_dir, read_experiment
 from .explain import grad_cam, gradcam_figure
 from .outputs import check_output, is_run_dir, save_figure, write_text
-from .predict import split_loader
+from .predict import model_input, split_loader
 from .runtime import amp_dtype
 from .train.logging import plot_confusion, plot_runs, run_summary
 from .train.rundir import Trained, load_trained
@@ -161,9 +161,10 @@ def _final_table(row: dict, final: dict) -> str:
 
 def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclassified: int, gradcam: int) -> str:
     classes, k = trained.classes, len(trained.classes)
-    images = getattr(loader.dataset, "images", None)  # (N, C, H, W) uint8, the split's order, as the logits
     whole = getattr(loader.dataset, "meta", {}).get("sample_of")
     sample = f"a fixed sample of {r.n:,} of the {whole:,} test images" if whole else f"the {r.n:,} test images"
+    if loader.unreadable:
+        sample += f" ({len(loader.unreadable):,} unreadable skipped)"
     parts = [f"<h3>Test set: {_e(trained.config.data)}</h3>",
              f'<p class="meta">Checkpoint of step {trained.step:,} evaluated again on {sample}: top-1 '
              f"{100 * r.top1:.2f}%, top-5 {100 * r.top5:.2f}%, loss {r.loss:.4f}.</p>",
@@ -171,27 +172,27 @@ def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclas
              f'<div class="col"><h4>Per-class accuracy</h4>{_per_class_table(r, classes)}</div>',
              f'<div class="col wide"><h4>Confusion matrix</h4>{_confusion(r, classes, tmp)}</div>',
              "</div>"]
-    if images is None:  # streamed from files or shards: no decoded copy of the split to draw from
-        parts.append('<p class="note">This run streams its images from files: the misclassified images and '
-                     "Grad-CAM maps are drawn for data held in memory only (<code>--set loader=memory</code>)."
-                     "</p>")
-        return "\n".join(parts)
-    labels = loader.labels.cpu()
+    labels = r.labels
     probs = F.softmax(r.logits, 1)
     top = r.logits.topk(min(5, k), 1).indices  # as `evaluate` ranks them
     wrong = (top[:, 0] != labels).nonzero().flatten()
-    worst = wrong[probs[wrong, labels[wrong]].argsort()][:misclassified]  # the lowest probability of the truth first
+    worst = wrong[probs[wrong, labels[wrong]].argsort()][:misclassified].tolist()  # the surest mistakes first
+    picked = _one_per_class(labels, gradcam)
+    try:
+        images = _images(loader, sorted(set(worst) | set(picked)))
+    except ReslabError as e:
+        parts.append(f'<p class="note">The misclassified images and Grad-CAM maps are not drawn: {_e(e)}</p>')
+        return "\n".join(parts)
+
     parts.append(f"<h4>Misclassified: {len(worst)} of {len(wrong):,}</h4>")
-    if len(worst):
+    if worst:
         parts.append('<p class="note">The surest mistakes first (the least probability on the true class): '
                      "the true class, then the model's top 3 with their probabilities.</p>")
         parts.append('<div class="thumbs">' + "".join(
-            _thumb(images[i], classes, int(labels[i]), top[i, :3].tolist(), probs[i]) for i in worst.tolist())
-            + "</div>")
+            _thumb(images[i], classes, int(labels[i]), top[i, :3].tolist(), probs[i]) for i in worst) + "</div>")
 
-    picked = _one_per_class(labels, gradcam)
     if picked:
-        cams, explained = _grad_cams(trained, loader, picked)
+        cams, explained = _grad_cams(trained, torch.stack([images[i] for i in picked]), loader.batch_size)
         figures = []
         for j, (i, cam, c) in enumerate(zip(picked, cams, explained.tolist(), strict=True)):
             fig = gradcam_figure(images[i], cam, f"test image {i}: {classes[int(labels[i])]}",
@@ -201,6 +202,14 @@ def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclas
         parts.append(f"<h4>Grad-CAM: where {len(picked)} test images' predicted class was found</h4>")
         parts.append('<div class="cams">' + "".join(figures) + "</div>")
     return "\n".join(parts)
+
+
+def _images(loader: Any, rows: list[int]) -> dict[int, torch.Tensor]:
+    """{row: (C, H, W) uint8} of the evaluated images of `rows` (rows of the logits), decoded
+    alone as the evaluation decoded them: a streamed split reads just these files or samples."""
+    if not rows:
+        return {}
+    return dict(zip(rows, loader.decoded(loader.evaluated()[rows]), strict=True))
 
 
 def _per_class_table(r: EvalResult, classes: list[str]) -> str:
@@ -261,13 +270,12 @@ def _one_per_class(labels: torch.Tensor, n: int) -> list[int]:
     return sorted(out[:n], key=lambda i: int(labels[i]))
 
 
-def _grad_cams(trained: Trained, loader: Any, picked: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Grad-CAM maps of test images `picked` (the model's input, as the loader makes it) and the classes explained."""
-    order = torch.tensor(picked)
+def _grad_cams(trained: Trained, images: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Grad-CAM maps of (N, C, H, W) uint8 test images, made the model's input as its loader makes
+    it (`model_input`), and the classes they explain."""
     cams, explained = [], []
-    for b in range(-(-len(picked) // loader.batch_size)):
-        x, _ = loader.batch(0, b, order)  # batch b of this order: these images, normalized and resized
-        cam, cls = grad_cam(trained.model, x)
+    for chunk in images.split(batch_size):
+        cam, cls = grad_cam(trained.model, model_input(trained, chunk))
         cams += list(cam.cpu())
         explained.append(cls.cpu())
     return cams, torch.cat(explained)

@@ -10,7 +10,7 @@ needs no saved RNG state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -82,8 +82,11 @@ def cutout_mask(n: int, h: int, w: int, size: int, generator: torch.Generator) -
 class EpochCursor:
     """Batches per epoch and where the next pass starts, shared by the loaders.
 
-    Subclasses set `dataset`, `batch_size`, `drop_last`, `epoch` and `start_batch`.
+    Subclasses set `dataset`, `batch_size`, `train`, `drop_last`, `epoch` and `start_batch`;
+    the streamed loaders `unreadable` after each pass.
     """
+
+    unreadable: Sequence[int] = ()  # dataset positions of the images the last pass skipped, unreadable
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -95,6 +98,20 @@ class EpochCursor:
             raise ReslabError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         self.epoch = epoch
         self.start_batch = start_batch
+
+    def evaluated(self) -> Tensor:
+        """(M,) int64: the dataset position of each image the last pass of this evaluation loader
+        yielded, in its order: every position of the dataset but the unreadable ones it skipped.
+        Row i of `evaluate`'s logits is the image at evaluated()[i]."""
+        self._check_evaluation("evaluated")
+        kept = torch.ones(len(self.dataset), dtype=torch.bool)
+        kept[torch.as_tensor(list(self.unreadable), dtype=torch.int64)] = False
+        return kept.nonzero().flatten()
+
+    def _check_evaluation(self, what: str) -> None:
+        if self.train:
+            raise ReslabError(f"{what}() is for evaluation loaders (train=False): a training pass shuffles and "
+                              "augments")
 
 
 class Normalize:
@@ -111,6 +128,15 @@ class Normalize:
         x = images.to(self.scale.device, non_blocking=True)
         x = x.clone() if x.dtype == torch.float32 else x.float()  # the caller's tensor is never changed
         return x.mul_(self.scale).add_(self.shift)
+
+
+def resize_batch(x: Tensor, size: int) -> Tensor:
+    """Normalized float (N, C, H, W) to size x size as `Loader` resizes: bilinear, antialiased
+    when shrinking. Bilinear interpolation and the per-channel affine map of `Normalize`
+    commute, so resizing before or after normalization gives the same numbers."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
 
 
 class Loader(EpochCursor):
@@ -177,6 +203,12 @@ class Loader(EpochCursor):
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
 
+    def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
+        """(n, C, H, W) uint8 on the CPU: the dataset's images at `positions`, as evaluation reads
+        them before normalizing (and before `resize`, which acts on the normalized batch)."""
+        self._check_evaluation("decoded")
+        return self.dataset.images[torch.as_tensor(positions, dtype=torch.int64)]
+
     def batch(self, epoch: int, index: int, order: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Batch `index` of `epoch`: (x, y) as the iterator yields them."""
         with _one_thread():
@@ -210,11 +242,8 @@ class Loader(EpochCursor):
         if self.channels_last:  # reorder the uint8 batch: a quarter of the bytes of float
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.normalize(x)
-        # Bilinear interpolation and the per-channel affine map commute, so
-        # resizing before or after normalization gives the same numbers.
         if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
-                              align_corners=False, antialias=self.resize < x.shape[-1])
+            x = resize_batch(x, self.resize)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)

@@ -90,6 +90,7 @@ from .streaming import (
     default_workers,
     folder_files,
     share,
+    stack_decoded,
     warn_unreadable,
 )
 
@@ -231,7 +232,8 @@ class ShardSplit:
 
     shards: the manifest's entries (name, count, bytes, sha256); image g of the split is
     image g - offsets[s] of shard s, offsets the running counts. keep: the image indices
-    of a subset (sorted), None for all. Sized and subset like `ImageFiles`.
+    of a subset (sorted), None for all; position i of the split is image keep[i] (i with
+    no subset). meta: as a `Dataset`'s (e.g. "sample_of"). Sized and subset like `ImageFiles`.
     """
 
     root: Path
@@ -242,6 +244,7 @@ class ShardSplit:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     keep: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
     offsets: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -255,6 +258,27 @@ class ShardSplit:
         idx = torch.as_tensor(indices, dtype=torch.int64)
         kept = torch.arange(len(self)) if self.keep is None else self.keep
         return replace(self, keep=kept[idx].sort().values, split=self.split if split is None else split)
+
+    def positions(self, images: np.ndarray | Sequence[int]) -> np.ndarray:
+        """(n,) int64: the positions in this split of image indices `images` (all kept ones)."""
+        images = np.asarray(images, dtype=np.int64)
+        return images if self.keep is None else np.searchsorted(self.keep.numpy(), images)
+
+    def read(self, positions: Sequence[int] | Tensor) -> Iterator[tuple[int, str, bytes | None, int]]:
+        """(position, "SHARD:KEY.ext", image bytes, class) of the images at `positions`, in the split's
+        order: one sequential read of each shard that holds any of them, up to the last one, the
+        other images' bytes skipped (`read_shard`)."""
+        wanted = sorted({int(p) for p in torch.as_tensor(positions, dtype=torch.int64).tolist()})
+        if wanted and not 0 <= wanted[0] <= wanted[-1] < len(self):
+            raise ReslabError(f"positions {wanted[0]}..{wanted[-1]} out of the {len(self)} images of {self.name}")
+        ids = np.asarray(wanted, dtype=np.int64) if self.keep is None else self.keep.numpy()[wanted]
+        at = dict(zip(ids.tolist(), wanted, strict=True))  # image index -> position
+        for s, first, stop in _pieces(ids, self.offsets):
+            base, entry = int(self.offsets[s]), self.shards[s]
+            for i, name, data, label in read_shard(self.root / entry["name"], entry, len(self.classes), first, stop,
+                                                   want=lambda i, base=base: base + i in at):
+                if base + i in at:
+                    yield at[base + i], name, data, label
 
 
 def open_split(name: str, split: str = "train") -> ShardSplit:
@@ -360,10 +384,21 @@ class ShardLoader(EpochCursor):
         self.epoch = 0
         self.start_batch = 0
         self.skipped: list[str] = []  # unreadable images met in the last pass, as SHARD:KEY.ext
+        self.unreadable: list[int] = []  # and their positions in the split
 
     @property
     def classes(self) -> list[str]:
         return self.dataset.classes
+
+    def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
+        """(n, 3, S, S) uint8 on the CPU: the images at `positions` of the split, in that order, read
+        in one pass over the shards that hold them (`ShardSplit.read`) and decoded as the evaluation
+        pass decodes them, before normalizing; one line naming any that cannot be read."""
+        self._check_evaluation("decoded")
+        positions = torch.as_tensor(positions, dtype=torch.int64).tolist()
+        got = {p: (name, self.crops.decode(io.BytesIO(data), p)) for p, name, data, _ in self.dataset.read(positions)}
+        return stack_decoded([got[p][1] for p in positions], [got[p][0] for p in positions], self.dataset.root,
+                             self.crops.image_size)
 
     def sequence(self, epoch: int) -> np.ndarray:
         """(N,) int64: the image indices of `epoch` in the order the ranks read them (the
@@ -398,20 +433,21 @@ class ShardLoader(EpochCursor):
                             generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 2)),
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
-        bad: list[str] = []
-        for index, (x, y, names, error) in enumerate(loader, start):
+        bad: list[tuple[int, str]] = []
+        for index, (x, y, unread, error) in enumerate(loader, start):
             if error is not None:
                 raise ReslabError(error)
-            bad += names
+            bad += unread
             if x is None:
                 if self.train:  # a skipped step would shift the run's position in the epoch
-                    raise ReslabError(f"{self.dataset.root}: none of the {len(names)} images of batch {index} of "
-                                      f"epoch {epoch} could be read (e.g. {names[0]}); write the shards again "
+                    raise ReslabError(f"{self.dataset.root}: none of the {len(unread)} images of batch {index} of "
+                                      f"epoch {epoch} could be read (e.g. {unread[0][1]}); write the shards again "
                                       "from readable files")
                 continue
             yield self.output(x, y)
-        self.skipped = bad
-        warn_unreadable(self.dataset.root, epoch, bad)
+        self.skipped = [name for _, name in bad]
+        self.unreadable = sorted(self.dataset.positions([g for g, _ in bad]).tolist())
+        warn_unreadable(self.dataset.root, epoch, self.skipped)
         self.epoch, self.start_batch = epoch + 1, 0
 
 
@@ -419,7 +455,8 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-Item = tuple[Tensor | None, Tensor | None, list[str], str | None]  # (x uint8, y, unreadable names, error)
+# (x uint8, y, (image index, name) of the unreadable images, error)
+Item = tuple[Tensor | None, Tensor | None, list[tuple[int, str]], str | None]
 
 
 class _ShardStream(IterableDataset):
@@ -466,7 +503,7 @@ class _ShardStream(IterableDataset):
                 name, data, label = held.pop(q)
                 x = self.crops.decode(io.BytesIO(data), int(p.ids[q]))
                 if x is None:
-                    bad.append(name)
+                    bad.append((int(p.ids[q]), name))
                 else:
                     xs.append(x)
                     ys.append(label)

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +84,9 @@ class ImageFiles:
     """The image files of one split of a class-folder tree, unread until streamed.
 
     indices: (N,) int64 positions in scan.paths; labels: (N,) int64, theirs; mean/std:
-    per-channel, in [0, 1] units, what the loader normalizes with. Sized, labelled and
-    subset like a `Dataset`, so `holdout` splits it the same way.
+    per-channel, in [0, 1] units, what the loader normalizes with; meta: as a `Dataset`'s
+    (e.g. "sample_of"). Sized, labelled and subset like a `Dataset`, so `holdout` splits it
+    the same way.
     """
 
     scan: FolderScan
@@ -94,6 +95,7 @@ class ImageFiles:
     split: str = "train"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    meta: dict[str, Any] = field(default_factory=dict)
     labels: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -309,6 +311,10 @@ class StreamingImageFolder(ImageCrops, torch.utils.data.Dataset):
         self.root = self.files.root
         self.classes = self.files.classes
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.files.meta
+
     def __len__(self) -> int:
         return len(self.files)
 
@@ -360,6 +366,16 @@ class DeviceBatches:
         return x.to(self.dtype), y.to(self.device, non_blocking=True)
 
 
+def stack_decoded(images: Sequence[Tensor | None], names: Sequence[str], where: str | os.PathLike,
+                  image_size: int) -> Tensor:
+    """(n, 3, S, S) uint8: decoded images stacked; one line naming those that could not be read."""
+    bad = [name for x, name in zip(images, names, strict=True) if x is None]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ReslabError(f"{where}: cannot read {', '.join(bad[:5])}{more}")
+    return torch.stack(list(images)) if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+
+
 def warn_unreadable(where: str | os.PathLike, epoch: int, names: list[str]) -> None:
     """The one-line warning of a streamed pass that skipped unreadable images: count and first names."""
     if names:
@@ -405,10 +421,21 @@ class StreamingLoader(EpochCursor):
         self.epoch = 0
         self.start_batch = 0
         self.skipped: list[str] = []  # unreadable files met in the last pass
+        self.unreadable: list[int] = []  # and their dataset positions
 
     @property
     def classes(self) -> list[str]:
         return self.dataset.classes
+
+    def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
+        """(n, 3, S, S) uint8 on the CPU: the files at dataset `positions`, each read alone as the
+        evaluation pass decodes it (`read_eval`), before normalizing; one line naming any that
+        cannot be read."""
+        self._check_evaluation("decoded")
+        positions = torch.as_tensor(positions, dtype=torch.int64).tolist()
+        return stack_decoded([self.dataset[i][0] for i in positions],
+                             [self.dataset.files.path(i) for i in positions], self.dataset.root,
+                             self.dataset.image_size)
 
     def order(self, epoch: int) -> Tensor:
         """(N,) int64: the dataset order of `epoch` (a seeded permutation when training)."""
@@ -442,7 +469,8 @@ class StreamingLoader(EpochCursor):
                                       "fix or remove the unreadable files")
                 continue
             yield self.output(x, y)
-        self.skipped = [self.dataset.files.path(i) for i in sorted(bad)]
+        self.unreadable = sorted(bad)
+        self.skipped = [self.dataset.files.path(i) for i in self.unreadable]
         warn_unreadable(self.dataset.root, epoch, self.skipped)
         self.epoch, self.start_batch = epoch + 1, 0
 
