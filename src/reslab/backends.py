@@ -37,7 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ReslabError
+from .export import _guess_input_size, export_onnx
 from .outputs import check_output, output_file
+from .quantize import calibration_batches
+from .runtime import cpu_has_bf16
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
 DTYPES = {"openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8")}
@@ -85,8 +88,6 @@ class RuntimeModel:
 
 
 def _numpy_batches(calibration: Tensor | Iterable, max_images: int = 512) -> list[np.ndarray]:
-    from .quantize import calibration_batches
-
     batches, seen = [], 0
     for batch in calibration_batches(calibration):
         batches.append(batch.detach().cpu().float().numpy())
@@ -106,8 +107,6 @@ def _check(backend: str, dtype: str, calibration: Any) -> None:
 
 
 def _input_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    from .export import _guess_input_size
-
     return tuple(input_size) if input_size else _guess_input_size(model)
 
 
@@ -144,8 +143,6 @@ def compile_openvino(ov_model: Any, dtype: str, threads: int | None = None) -> A
 
 
 def _cpu_bf16() -> bool:
-    from .runtime import cpu_has_bf16
-
     return cpu_has_bf16()
 
 
@@ -248,8 +245,6 @@ def quantize_onnx(source: Path, target: Path, calibration: Tensor | Iterable) ->
 def onnxruntime_model(model: nn.Module, dtype: str = "fp32", calibration: Tensor | Iterable | None = None,
                       threads: int | None = None, input_size: tuple[int, int, int] | None = None) -> RuntimeModel:
     """`model` exported to ONNX and run by ONNX Runtime on the CPU (see the module docstring)."""
-    from .export import export_onnx
-
     _check("onnxruntime", dtype, calibration)
     require("onnxruntime", "the ONNX Runtime backend")
     threads = threads or torch.get_num_threads()

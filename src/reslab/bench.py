@@ -34,8 +34,19 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .backends import DTYPES as PEER_DTYPES
+from .backends import available
+from .data import Dataset, Loader
 from .errors import ReslabError
-from .runtime import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator
+from .models import compiled_batchnorm, create_model
+from .models.flops import count_macs
+from .models.registry import default_input_size
+from .optimize import DTYPES as OPTIMIZE_DTYPES
+from .optimize import optimize
+from .quantize import int8_method
+from .runtime import MMAP_THRESHOLD, TRIM_THRESHOLD, amp_dtype, tune_allocator
+from .train import preset
+from .train.step import build_optimizer, train_step
 
 STANDARD_MODELS = ("resnet50", "resnet20")
 _TORCHVISION = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -310,10 +321,6 @@ def inference_configs(
     peers: other runtimes ("openvino", "onnxruntime") timed on the same weights in each dtype of
     `dtypes` they run; they are what `optimize(model, dtype, backend=...)` returns.
     """
-    from .backends import DTYPES
-    from .optimize import optimize
-    from .quantize import int8_method
-
     state = model.state_dict()
     configs = []
     tv = _peer(name, "torchvision", state, device)
@@ -339,7 +346,7 @@ def inference_configs(
             configs.append(Config(label, "reslab", dtype, "channels_last", comp,
                                   lambda d=dtype, c=comp: optimize(model, d, compile=c, calibration=calibration)))
     for backend in peers if device.type == "cpu" else ():
-        for dtype in (d for d in dtypes if d in DTYPES[backend]):
+        for dtype in (d for d in dtypes if d in PEER_DTYPES[backend]):
             label = f"{PEER_NAMES[backend]} {dtype}{PEER_INT8[backend] if dtype == 'int8' else ''}"
             configs.append(Config(label, backend, dtype, "NCHW", True,
                                   lambda b=backend, d=dtype: optimize(model, d, calibration=calibration, backend=b,
@@ -353,8 +360,6 @@ PEER_INT8 = {"openvino": " (NNCF)", "onnxruntime": " (QDQ static)"}
 
 def available_peers() -> list[str]:
     """The runtimes `reslab bench` compares with that are installed here."""
-    from .backends import available
-
     return [b for b in PEER_NAMES if available(b)]
 
 
@@ -383,10 +388,6 @@ def bench_inference(
     `peak_size`, `peak_seconds`: the square matmul that measures the peak (default side
     2048 on CPU, 8192 on CUDA), and how long.
     """
-    from .models import create_model
-    from .models.flops import count_macs
-    from .models.registry import default_input_size
-
     device = torch.device(device)
     _process_setup(device)
     _check(batch, repeats, dtypes)
@@ -448,13 +449,11 @@ def _speedups(r: Result, base: Result) -> None:
 
 
 def _check(batch: int, repeats: int, dtypes) -> None:
-    from .optimize import DTYPES
-
     if batch < 1 or repeats < 1:
         raise ReslabError(f"batch and repeats must be positive, got {batch} and {repeats}")
-    bad = [d for d in dtypes if d not in DTYPES]
+    bad = [d for d in dtypes if d not in OPTIMIZE_DTYPES]
     if bad:
-        raise ReslabError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
+        raise ReslabError(f"unknown dtype {bad[0]!r}; choose from {', '.join(OPTIMIZE_DTYPES)}")
 
 
 def _measure(name: str, configs: list[Config], x: Tensor, repeats: int, min_seconds: float,
@@ -494,8 +493,6 @@ def _measure(name: str, configs: list[Config], x: Tensor, repeats: int, min_seco
 
 
 def _synthetic_cifar(n: int = 2048, seed: int = 0):
-    from .data import Dataset
-
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -524,8 +521,6 @@ def _plain_batches(ds, batch: int):
 
 
 def _fast_batches(ds, batch: int, channels_last: bool, device: torch.device):
-    from .data import Loader
-
     # The whole uint8 set lives on the device; augmentation happens there, batched.
     loader = Loader(ds, batch_size=batch, train=True, channels_last=channels_last, drop_last=True,
                     device=device)
@@ -542,10 +537,6 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
     compiled BatchNorm2d, as `reslab train` does). fast=False: the plain fp32 NCHW eager PyTorch
     step (SGD, momentum 0.9, weight decay 1e-4) it is compared with.
     """
-    from .runtime import amp_dtype
-    from .train import preset
-    from .train.step import build_optimizer, train_step
-
     device = next(model.parameters()).device
     model.train()
     if not fast:
@@ -565,8 +556,6 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
     model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     if compile and device.type == "cpu":
-        from .models import compiled_batchnorm
-
         compiled_batchnorm(model)
     forward = torch.compile(model) if compile else model
     amp = amp_dtype(cfg, device)
@@ -612,9 +601,6 @@ def bench_train(
     interleaved. `peak_size`: side of the matmul that measures the peak
     (default 2048 on CPU, 8192 on CUDA).
     """
-    from .models import create_model
-    from .models.registry import default_input_size
-
     device = torch.device(device)
     _process_setup(device)
     _check(batch, repeats, ["fp32"])
@@ -659,8 +645,6 @@ def bench_train(
         for r, step in zip(results, steppers, strict=True):
             r.rounds.append(batch / _time_call(step, device, steps))
         log(f"train round {i + 1}/{repeats}: " + ", ".join(f"{r.config} {r.rounds[-1]:.0f}" for r in results))
-    from .models.flops import count_macs
-
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
     peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}
     for r in results:

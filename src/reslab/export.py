@@ -15,14 +15,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .models.flops import check_input_size
 from .outputs import check_output, output_file
 from .quantize import fold_bn
 
 
 def _example(model: nn.Module, input_size: tuple[int, int, int] | None, batch: int = 2) -> Tensor:
     """A random (batch, C, H, W) input; input_size defaults to 32x32 for a CIFAR stem, else 224x224."""
-    from .models.flops import check_input_size
-
     if input_size is None:
         input_size = _guess_input_size(model)
     shape = (batch, *input_size)

@@ -21,9 +21,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from . import backends
 from ._lazy import callable_module
 from .backends import BACKENDS, RuntimeModel
 from .errors import ReslabError
+from .models import create_model
 from .quantize import fold_bn, int8_method, quantize_int8
 from .runtime import cpu_has_bf16
 
@@ -155,8 +157,6 @@ def optimize(
     (default: the model's) apply to them.
     The input model is not modified.
     """
-    from .models import create_model
-
     if dtype not in DTYPES:
         raise ReslabError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if isinstance(model, str):
@@ -168,8 +168,6 @@ def optimize(
     if backend not in BACKENDS:
         raise ReslabError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "torch":
-        from . import backends
-
         if device.type != "cpu":
             raise ReslabError(f"the {backend} backend runs on the CPU; the model is on {device}")
         build = {"openvino": backends.openvino_model, "onnxruntime": backends.onnxruntime_model}[backend]

@@ -18,12 +18,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import DEPLOYED_SUFFIXES, Deployed, load_deployed
+from .data import (
+    decode_image,
+    has_val_folder,
+    holdout,
+    imagefolder_path,
+    load,
+    shards_path,
+    streamed_split,
+)
 from .data.datasets import IMAGE_EXTENSIONS, Dataset
 from .data.loader import Normalize, resize_batch
+from .data.streaming import read_eval
 from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .runtime import amp_dtype
 from .train.rundir import Trained, load_trained
+from .train.splits import make_loader
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
@@ -49,9 +60,6 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
 
     limit: at most this many images, the same seeded sample every time, in the split's order.
     """
-    from .data import has_val_folder, holdout, imagefolder_path, load, shards_path, streamed_split
-    from .train.splits import make_loader
-
     cfg = trained.config
     name = data or cfg.data
     root, size = data_dir or cfg.data_dir, trained.image_size[-1]
@@ -116,9 +124,6 @@ def read_image(path: Path, image_size: tuple[int, int, int], streamed: bool = Fa
     side, then center crop); grayscale or RGB as the model expects. streamed: as a streamed
     run evaluated (shorter side to S/0.875, then the center S x S)."""
     from PIL import Image, UnidentifiedImageError
-
-    from .data import decode_image
-    from .data.streaming import read_eval
 
     c, h, w = image_size
     try:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import __version__
 from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .experiments.report import ExperimentReport, is_experiment_dir, read_experiment
@@ -366,8 +367,6 @@ def _read_json(path: Path) -> dict:
 
 
 def _page(sections: list[tuple[str, str, str]]) -> str:
-    from . import __version__
-
     nav = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t, _ in sections)
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ReslabError
 from ..outputs import save_figure
 
 
@@ -59,8 +60,6 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All records of a run's metrics.jsonl; a resumed run's replayed steps keep the last record."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
-        from ..errors import ReslabError
-
         raise ReslabError(f"no metrics.jsonl in {run_dir}: not a reslab run directory")
     records, bad = [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -224,8 +223,6 @@ RUN_COLUMNS = ("run", "model", "data", "seed", "status", "steps", "best_val_acc"
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories (holding config.json): each path itself, or the runs directly inside it."""
-    from ..errors import ReslabError
-
     runs: list[Path] = []
     for p in map(Path, paths):
         if (p / "config.json").is_file():
@@ -244,8 +241,6 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     status is "done", or "stopped" for a run that was interrupted or is still going (resume it
     with `reslab train --resume DIR`). Accuracies are fractions; None where the run has none.
     """
-    from ..errors import ReslabError
-
     run_dir = Path(run_dir)
     try:
         cfg = json.loads((run_dir / "config.json").read_text())

@@ -17,6 +17,22 @@ from typing import Any
 
 import torch
 
+from ..data import (
+    DataWarning,
+    ImageFiles,
+    Loader,
+    MissingSplitError,
+    ShardLoader,
+    ShardSplit,
+    StreamingLoader,
+    has_val_folder,
+    holdout,
+    imagefolder_path,
+    load,
+    shards_path,
+    streamed_split,
+    streaming,
+)
 from ..errors import ReslabError
 from ..models import list_models, model_info
 from ..runtime import Dist
@@ -46,16 +62,6 @@ def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = Non
     val held out of train (stratified, seeded); tar shards' val shards (none without). loader:
     "memory" or "stream" (default cfg.loader; "auto" chooses by `choose_loader`, for the memory of
     `device`); shards are always streamed."""
-    from ..data import (
-        DataWarning,
-        MissingSplitError,
-        has_val_folder,
-        holdout,
-        load,
-        shards_path,
-        streamed_split,
-    )
-
     side = input_side(cfg)
     listed: dict[str, Any] = {}
     sharded = shards_path(cfg.data) is not None
@@ -101,8 +107,6 @@ def load_data(cfg: TrainConfig, with_test: bool = True, loader: str | None = Non
 def _val_shards(cfg: TrainConfig, read: Callable[[str], Any]) -> Any:
     """The val shards of a shard directory; without them (nothing is held out of train shards)
     no validation split, said in one line unless val_size=0 asked for none."""
-    from ..data import DataWarning, MissingSplitError
-
     try:
         return read("val")
     except MissingSplitError:
@@ -117,8 +121,6 @@ def choose_loader(cfg: TrainConfig, side: int, files: Callable[[str], Any],
                   device: torch.device | None = None) -> str:
     """loader=auto: "stream" for an image folder whose decoded images, N x 3 x S x S bytes over
     all its splits (`files(split)`), exceed `memory_budget(device)`, said in one line; else "memory"."""
-    from ..data import DataWarning, MissingSplitError, imagefolder_path, streaming
-
     if imagefolder_path(cfg.data) is None:
         return "memory"
     n = 0
@@ -145,8 +147,6 @@ def make_loader(ds: Any, cfg: TrainConfig, train: bool, device: torch.device, ba
     """The loader of a split: `Loader` for a Dataset in memory, `StreamingLoader` for streamed
     ImageFiles, `ShardLoader` for tar shards; with `dist`, batches are this rank's share of every
     global batch."""
-    from ..data import ImageFiles, Loader, ShardLoader, ShardSplit, StreamingLoader
-
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     batch_size = batch_size or cfg.batch_size
     if isinstance(ds, ImageFiles | ShardSplit):
