@@ -3,7 +3,8 @@
 Each subcommand has an `_add_<name>(sub)` that declares its arguments and
 sets `func`, a function of the parsed namespace that calls the library.
 Errors a user can fix (ReslabError, a missing file) are printed as one line
-and exit with status 2.
+and exit with status 2. The library is imported inside those functions, so that
+`reslab --help` and `reslab --version` load no torch.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .models.flops import check_input_size
 from .outputs import check_output, output_file
 from .quantize import fold_bn
+from .train.checkpoint import export_safetensors
 
 
 def _example(model: nn.Module, input_size: tuple[int, int, int] | None, batch: int = 2) -> Tensor:
@@ -147,10 +148,7 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
     """Writes the model's state_dict (unfolded, as trained) as safetensors, with `metadata`
     (e.g. `Trained.metadata`: the model, its input size, classes, mean, std) in its header,
     so that `reslab predict`, `export` and `train --set init=` read it back."""
-    from safetensors.torch import save_file
-
     path = Path(path)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with output_file(path, (".safetensors",), "safetensors file") as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        export_safetensors(model.state_dict(), tmp, metadata or {})
     return path
