@@ -30,3 +30,39 @@ def trained_like(name: str, **kw) -> nn.Module:
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     """Largest absolute difference relative to the largest magnitude of `want`."""
     return ((got - want).abs().max() / want.abs().max()).item()
+
+
+# --- ranks of a distributed run (gloo, CPU) ----------------------------------------------
+WORLD = 2
+
+
+def run_ranks(target, *args, world: int = WORLD, timeout: float = 300) -> None:
+    """Runs target(rank, *args) in `world` spawned processes set up as torchrun sets up its
+    ranks (RANK, LOCAL_RANK, WORLD_SIZE, a free local port); asserts that every rank exits 0."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_rank_entry, args=(target, r, world, port, args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout)
+    codes = [p.exitcode for p in procs]
+    assert codes == [0] * world, f"rank exit codes {codes}"
+
+
+def _rank_entry(target, rank: int, world: int, port: int, args: tuple) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    target(rank, *args)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

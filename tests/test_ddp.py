@@ -6,22 +6,12 @@ directory.
 """
 
 import json
-import multiprocessing
-import os
-import socket
 
 import pytest
 import torch
 
+from helpers import WORLD, run_ranks
 from reslab.train import TrainConfig, load_checkpoint, train
-
-WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config() -> TrainConfig:
@@ -30,9 +20,7 @@ def _config() -> TrainConfig:
                        threads=1, device="cpu")
 
 
-def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank_main(rank: int, out: str, weights: str) -> None:
     import torch.distributed as dist
 
     import reslab.train.setup as setup
@@ -61,16 +49,7 @@ def _rank_main(rank: int, port: int, out: str, weights: str) -> None:
 
 
 def _run_ranks(tmp_path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, str(tmp_path / "run"), str(tmp_path / "w")))
-             for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * WORLD, f"rank exit codes {codes}"
+    run_ranks(_rank_main, str(tmp_path / "run"), str(tmp_path / "w"))
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")

@@ -9,9 +9,7 @@ decode worker processes in training: each test takes seconds, but the two-proces
 import hashlib
 import io
 import json
-import multiprocessing
 import os
-import socket
 import tarfile
 import warnings
 
@@ -20,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import WORLD, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ShardLoader, ShardSplit, open_split, write_shards
 from reslab.data.shards import MANIFEST, buffer_order
@@ -305,18 +304,7 @@ def test_unreadable_images_in_a_shard_are_skipped_with_count_and_names(tmp_path)
 
 
 # --- two ranks (gloo, CPU) ---------------------------------------------------------------
-WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank: int, port: int, cfg: TrainConfig, out: str, record: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank_main(rank: int, cfg: TrainConfig, out: str, record: str) -> None:
     import torch.distributed as dist
 
     import reslab.data.streaming as s
@@ -341,15 +329,7 @@ def test_two_ranks_read_each_image_of_an_epoch_once(sharded):
     _, shards = sharded
     tmp = shards.parent
     cfg = tiny(shards, iters=None, epochs=2)  # 30 images, batch 8: 3 global batches, 6 left over
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, cfg, str(tmp / "run"), str(tmp / "read")))
-             for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0] * WORLD
+    run_ranks(_rank_main, cfg, str(tmp / "run"), str(tmp / "read"))
     assert load_checkpoint(tmp / "run" / "last.pt")["state"]["step"] == 6
     read = [torch.load(tmp / f"read.{r}.pt") for r in range(WORLD)]
     reference = make_loader(load_data(cfg, with_test=False).train, cfg, True, CPU)

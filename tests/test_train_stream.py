@@ -6,9 +6,6 @@ decode worker processes: each test takes seconds, but the two-process one (slow)
 """
 
 import json
-import multiprocessing
-import os
-import socket
 import warnings
 
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import WORLD, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ImageFiles, Loader, StreamingLoader, folder_files, streaming
 from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD
@@ -189,18 +187,7 @@ def test_imagenet_preset_streams_train_and_validates_on_val(tmp_path):
 
 
 # --- two ranks (gloo, CPU) ---------------------------------------------------------------
-WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank: int, port: int, cfg: TrainConfig, out: str, record: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank_main(rank: int, cfg: TrainConfig, out: str, record: str) -> None:
     import torch.distributed as dist
 
     import reslab.data.streaming as s
@@ -224,15 +211,7 @@ def _rank_main(rank: int, port: int, cfg: TrainConfig, out: str, record: str) ->
 def test_two_ranks_read_disjoint_shares_of_each_epoch(tmp_path):
     _photos(tmp_path / "imgs", per_class=11)  # 22 images, batch 8: 2 global batches, 6 left over
     cfg = tiny(tmp_path / "imgs", iters=None, epochs=2, val_size=0)
-    ctx = multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, cfg, str(tmp_path / "run"), str(tmp_path / "read")))
-             for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0] * WORLD
+    run_ranks(_rank_main, cfg, str(tmp_path / "run"), str(tmp_path / "read"))
     assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["step"] == 4
     read = [torch.load(tmp_path / f"read.{r}.pt") for r in range(WORLD)]
     reference = make_loader(load_data(cfg, with_test=False).train, cfg, True, CPU)
