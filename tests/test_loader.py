@@ -131,6 +131,31 @@ def test_cutout_fills_one_clipped_square_with_the_mean():
     assert len(sizes) == n and sizes.count(64) > n / 3  # every image is cut; most squares are whole
 
 
+def test_cutout_mask_is_a_seeded_square_centred_anywhere():
+    # DeVries & Taylor 2017: a size x size square centred on any pixel, clipped at the edges;
+    # the same generator state gives the same squares (resume depends on it)
+    from reslab.data.loader import cutout_mask
+
+    n, h, w = 800, 8, 6
+    for size in (5, 4):
+        a = cutout_mask(n, h, w, size, torch.Generator().manual_seed(1))
+        assert a.shape == (n, 1, h, w) and a.dtype == torch.bool
+        assert torch.equal(a, cutout_mask(n, h, w, size, torch.Generator().manual_seed(1)))
+        assert not torch.equal(a, cutout_mask(n, h, w, size, torch.Generator().manual_seed(2)))
+        centres = set()
+        for m in a[:, 0]:
+            rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+            assert m.sum() == len(rows) * len(cols) and len(rows) <= size and len(cols) <= size  # one rectangle
+            assert (rows.diff() == 1).all() and (cols.diff() == 1).all()
+            # the square's first row and column, also where the image edge clips it
+            top = int(rows[-1]) - size + 1 if rows[0] == 0 and len(rows) < size else int(rows[0])
+            left = int(cols[-1]) - size + 1 if cols[0] == 0 and len(cols) < size else int(cols[0])
+            if 0 <= top <= h - size and 0 <= left <= w - size:
+                assert len(rows) == len(cols) == size
+            centres.add((top + size // 2, left + size // 2))
+        assert centres == {(y, x) for y in range(h) for x in range(w)}  # every pixel is a centre
+
+
 def test_reflect_padding_mirrors_the_border_where_zero_padding_blacks_it():
     n = 64
     # Each image is a horizontal ramp 1..32: a shifted crop shows the pad.
