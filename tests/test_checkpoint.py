@@ -39,6 +39,17 @@ def test_flipped_byte_is_detected(tmp_path):
     assert load_checkpoint(tmp_path / "prev.pt")["state"]["step"] == 1
 
 
+def test_a_corrupt_checkpoint_without_a_previous_one_says_so_in_one_line(tmp_path):
+    p = save_checkpoint(payload(1), tmp_path / "best.pt")
+    data = bytearray(p.read_bytes())
+    i = data.index(payload(1)["model"]["w"][10].numpy().tobytes()[:16])
+    data[i + 3] ^= 0x40
+    p.write_bytes(bytes(data))
+    with pytest.raises(ReslabError) as e:
+        load_checkpoint(p)
+    assert str(e.value) == f"checkpoint {p} is corrupt: its SHA-256 does not match its contents"
+
+
 def test_truncated_file_is_detected(tmp_path):
     p = save_checkpoint(payload(1), tmp_path / "best.pt")
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])

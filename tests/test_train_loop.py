@@ -402,3 +402,32 @@ def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, 
     ckpt = load_checkpoint(tmp_path / "inf" / "last.pt")
     assert ckpt["state"]["step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_a_diverged_ema_is_not_saved_over_the_last_good_checkpoint(tmp_path, digits_data, monkeypatch):
+    """The EMA is checked as the weights are: an average gone to inf keeps last.pt at the last finite step."""
+    import reslab.train.loop as loop
+    import reslab.train.step as step
+
+    real_update, real_step = step.EMA.update, loop.train_step
+    done = {"steps": 0}
+
+    def poison_fifth(self, model, at):
+        real_update(self, model, at)
+        if at == 4:  # the average after step 5; the model itself stays finite
+            with torch.no_grad():
+                next(self.module.parameters()).fill_(float("inf"))
+
+    def nan_sixth(model, opt, x, y, cfg, *args):
+        loss, correct = real_step(model, opt, x, y, cfg, *args)
+        return (float("nan") if done["steps"] == 5 else loss), correct
+
+    monkeypatch.setattr(step.EMA, "update", poison_fifth)
+    monkeypatch.setattr(loop, "train_step", nan_sixth)
+    with pytest.raises(NonFiniteLoss, match="the weights had diverged: .*keeps step 4"):
+        train(tiny(iters=30, ckpt_every=2, ema_decay=0.9), tmp_path / "ema", progress=False, data=digits_data,
+              on_step=lambda n: done.update(steps=n))
+    ckpt = load_checkpoint(tmp_path / "ema" / "last.pt")
+    assert ckpt["state"]["step"] == 4
+    assert all(torch.isfinite(v).all() for sd in (ckpt["model"], ckpt["ema"]) for v in sd.values()
+               if v.is_floating_point())
