@@ -112,6 +112,32 @@ def test_flip_augment_and_resize_dtype_channels_last():
     torch.testing.assert_close(big, expected, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("augment", ["cifar", "cifar-reflect", "cifar-cutout", "flip"])
+def test_augmentation_is_a_function_of_seed_and_epoch_alone(augment):
+    # the global RNG (which a model's dropout or a user's code draws from) changes nothing
+    ds = _ramp(n=64)
+    batches = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        loader = Loader(ds, batch_size=32, augment=augment, seed=3)
+        loader.set_epoch(1)
+        batches.append(torch.cat([x for x, _ in loader]))
+    assert torch.equal(*batches)
+    loader = Loader(ds, batch_size=32, augment=augment, seed=4)
+    loader.set_epoch(1)
+    assert not torch.equal(batches[0], torch.cat([x for x, _ in loader]))
+
+
+def test_flip_mirrors_about_half_of_the_images():
+    n = 400
+    ramp = (torch.arange(6) * 10).to(torch.uint8).view(1, 1, 1, 6).expand(n, 3, 6, 6).contiguous()  # rising to the right
+    ds = Dataset(ramp, torch.zeros(n, dtype=torch.int64), ["a"], (0.0,) * 3, (1 / 255,) * 3, "ramp")
+    x, _ = next(iter(Loader(ds, batch_size=n, augment="flip", seed=0)))
+    mirrored = x[:, 0, 0, 0] > x[:, 0, 0, -1]
+    assert torch.equal(x[mirrored], ramp[mirrored].flip(3).float())  # mirrored whole (std 1/255: x = pixel)
+    assert 0.4 < mirrored.float().mean().item() < 0.6
+
+
 def test_cutout_fills_one_clipped_square_with_the_mean():
     n, h, w = 400, 32, 32
     mean = (0.5, 0.25, 0.75)

@@ -421,3 +421,51 @@ def test_stride_in_is_refused_where_there_is_no_1x1_conv() -> None:
         reslab.create_model("resnet18", stride_in="1x1")
     v1 = reslab.create_model("resnet50_v1")
     assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+
+
+BLOCK_CLASSES = ["BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck"]
+
+
+@pytest.mark.parametrize("name", BLOCK_CLASSES)
+def test_a_block_by_default_keeps_its_input_and_adds_its_branch_to_it(name):
+    # defaults: stride 1, identity shortcut, residual, no drop path, groups 1, width 64
+    from reslab.models import blocks
+
+    block_cls = getattr(blocks, name)
+    inplanes = 16 * block_cls.expansion
+    torch.manual_seed(0)
+    block = block_cls(inplanes, 16).train()
+    x = torch.randn(4, inplanes, 8, 8)
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.stride == (1, 1) and c.groups == 1 for c in convs)
+    identity = x if name.startswith("PreAct") else torch.relu(x)  # post-activation ends in a ReLU
+    out = block(x)
+    assert out.shape == x.shape
+    assert ((out - identity).flatten(1).abs().amax(1) > 1e-3).all()  # every sample gets its branch
+    block.zero_init_last()
+    torch.testing.assert_close(block(x), identity, rtol=0, atol=0)  # a zero branch leaves the shortcut
+
+
+@pytest.mark.parametrize("name", ["PreActBasicBlock", "BasicBlock"])
+def test_basic_blocks_refuse_groups_and_width(name):
+    from reslab.models import blocks
+
+    for kw in ({"groups": 2}, {"base_width": 128}):
+        with pytest.raises(ValueError, match="only groups=1 and width_per_group=64"):
+            getattr(blocks, name)(16, 16, **kw)
+
+
+@pytest.mark.parametrize("name", ["Bottleneck", "PreActBottleneck"])
+def test_bottleneck_width_groups_and_where_it_strides(name):
+    from reslab.models import blocks
+
+    cls = getattr(blocks, name)
+    wide = cls(64, 16, base_width=128)  # Wide ResNet: twice the inner width
+    grouped = cls(64, 16, groups=4, base_width=4)  # ResNeXt 4x4d: width 16 * 4/64 * 4 = 4
+    assert (wide.conv1.out_channels, wide.conv2.groups) == (32, 1)
+    assert (grouped.conv1.out_channels, grouped.conv2.groups) == (4, 4)
+    down = nn.Sequential(nn.Conv2d(64, 64, 1, stride=2, bias=False), nn.BatchNorm2d(64))
+    v15, v1 = cls(64, 16, stride=2, downsample=down), cls(64, 16, stride=2, downsample=down, stride_in="1x1")
+    assert (v15.conv1.stride, v15.conv2.stride) == ((1, 1), (2, 2))  # v1.5: the 3x3 strides
+    assert (v1.conv1.stride, v1.conv2.stride) == ((2, 2), (1, 1))  # v1, the paper's: the first 1x1
+    assert v15(torch.randn(2, 64, 8, 8)).shape == v1(torch.randn(2, 64, 8, 8)).shape == (2, 64, 4, 4)

@@ -211,6 +211,15 @@ def test_init_from_torchvision_weights_on_an_image_folder(tmp_path, noise_folder
     events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
     assert events[0].endswith("new classifier (1000 -> 2 classes)")
 
+    import reslab  # grayscale weights onto colour photos, and weights without a stem: one line each
+
+    torch.save(reslab.create_model("resnet20", in_chans=1).state_dict(), tmp_path / "gray.pth")
+    with pytest.raises(ReslabError, match="these weights take 1-channel images, the data has 3 channels"):
+        train(cfg.replace(model="resnet20", init=str(tmp_path / "gray.pth")), tmp_path / "bad", progress=False)
+    torch.save({k: v for k, v in tv.state_dict().items() if k.startswith("fc.")}, tmp_path / "head.pth")
+    with pytest.raises(ReslabError, match=r"init .*head.pth: weights do not fit this model: .*missing"):
+        train(cfg.replace(init=str(tmp_path / "head.pth")), tmp_path / "bad", progress=False)
+
 
 def test_a_metrics_line_cut_short_is_skipped_and_the_log_goes_on(tmp_path):
     from reslab.train import plot_runs, read_metrics
@@ -250,14 +259,20 @@ def test_ema_warms_up_and_averages_bn_statistics():
     assert torch.equal(new["bn1.num_batches_tracked"], start["bn1.num_batches_tracked"] + 3)
 
 
-def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights():
+@pytest.mark.parametrize("extras", ["fp32", "bf16, scaled, distilled, smoothed"])
+def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights(extras):
+    # the second pass is the first one's twin: the same autocast, loss scaling, soft targets and smoothing
     from reslab.models import create_model
-    from reslab.train.step import forward_backward, sharpness_aware_pass
+    from reslab.train.step import SoftTargets, forward_backward, sharpness_aware_pass
 
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=4)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
-    forward_backward(model, x, y, 0.0, None, None)
+    setting = (0.0, None, None, None)
+    if extras != "fp32":
+        setting = (0.1, torch.bfloat16, torch.amp.GradScaler("cpu", init_scale=8.0),
+                   SoftTargets(torch.randn(16, 4), 0.5, 4.0))
+    forward_backward(model, x, y, *setting)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.grad.clone() for p in model.parameters()]
 
@@ -268,9 +283,9 @@ def test_sharpness_aware_pass_takes_the_gradient_at_the_climbed_weights():
         for p, g in zip(climbed.parameters(), grads, strict=True):
             p.add_(0.05 * g / norm)
             p.grad = None
-    forward_backward(climbed, x, y, 0.0, None, None)
+    forward_backward(climbed, x, y, *setting)
 
-    sharpness_aware_pass(model, x, y, 0.05, 0.0, None, None)
+    sharpness_aware_pass(model, x, y, 0.05, *setting)
     after = model.state_dict()
     for k, v in before.items():  # weights and BN statistics are back, to the bit
         assert torch.equal(after[k], v), k
