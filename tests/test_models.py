@@ -469,3 +469,23 @@ def test_bottleneck_width_groups_and_where_it_strides(name):
     assert (v15.conv1.stride, v15.conv2.stride) == ((1, 1), (2, 2))  # v1.5: the 3x3 strides
     assert (v1.conv1.stride, v1.conv2.stride) == ((2, 2), (1, 1))  # v1, the paper's: the first 1x1
     assert v15(torch.randn(2, 64, 8, 8)).shape == v1(torch.randn(2, 64, 8, 8)).shape == (2, 64, 4, 4)
+
+
+@pytest.mark.parametrize("option", ["A", "B"])
+def test_a_preact_shortcut_projects_the_preactivated_input_and_option_a_the_raw_one(option):
+    # He et al. 2016's code: a projection shortcut takes BN-ReLU(x); option A (zero padding) stays x's identity
+    from reslab.models.blocks import PreActBasicBlock
+
+    torch.manual_seed(0)
+    if option == "A":
+        down = ShortcutA(16, 32, 2)
+    else:
+        down = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), nn.BatchNorm2d(32))
+    block = PreActBasicBlock(16, 32, stride=2, downsample=down).eval()
+    nn.init.uniform_(block.bn1.weight, 0.5, 1.5)
+    nn.init.uniform_(block.bn1.bias, -0.5, 0.5)
+    block.zero_init_last()  # the output is the shortcut alone
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        want = down(x if option == "A" else torch.relu(block.bn1(x)))
+        torch.testing.assert_close(block(x), want, rtol=0, atol=0)

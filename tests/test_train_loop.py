@@ -173,7 +173,7 @@ def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
     torch.testing.assert_close(state["conv1.weight"], source.conv1.weight.detach(), rtol=0, atol=1e-6)
     assert state["fc.weight"].shape == (10, 64) and state["fc.weight"].abs().sum() > 0
     events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
-    assert events[0].endswith("new classifier (7 -> 10 classes)")
+    assert events[0] == f"init from {tmp_path / 'seven.pth'}: {len(state)} tensors, new classifier (7 -> 10 classes)"
 
     # resume takes the weights from the checkpoint: the init file may be gone by then
     def stop_at_1(step):
@@ -370,6 +370,25 @@ def test_distillation_from_a_trained_run(tmp_path, digits_data, digits_teacher):
     renamed = dataclasses.replace(digits_data, classes=[f"c{i}" for i in range(10)])
     with pytest.raises(ReslabError, match="trained on other classes"):
         train(tiny(iters=3, teacher=digits_teacher), tmp_path / "y", progress=False, data=renamed)
+
+
+def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_data, digits_teacher):
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    from reslab.train.setup import load_teacher
+
+    cpu = torch.device("cpu")
+    cfg = tiny(teacher=digits_teacher, channels_last=True)
+    teacher = load_teacher(cfg, digits_data, cpu, compiled=False)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert teacher.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not isinstance(teacher, OptimizedModule)
+    assert isinstance(load_teacher(cfg, digits_data, cpu, compiled=True), OptimizedModule)
+    renamed = dataclasses.replace(digits_data, classes=[f"c{i}" for i in range(10)])
+    with pytest.raises(ReslabError) as e:
+        load_teacher(cfg, renamed, cpu, compiled=False)
+    assert str(e.value) == (f"teacher {digits_teacher} was trained on other classes (10: 0, 1, 2, 3, 4...); "
+                            "distill from a run on the same data")
 
 
 def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
