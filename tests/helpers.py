@@ -66,3 +66,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def photos(root, classes, per_class: int, seed: int = 0, png_every: int = 0):
+    """root/<class>/NN.jpg: random RGB photos of 40-60 px a side, each of its own size; with
+    png_every=k, every k-th is a .png instead. Returns root."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = (int(v) for v in rng.integers(40, 61, 2))
+            suffix = "png" if png_every and i % png_every == png_every - 1 else "jpg"
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i:02d}.{suffix}")
+    return root

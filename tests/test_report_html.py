@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import photos
 from reslab.cli import main
 from reslab.experiments.paper import PAPER_TABLE6
 from reslab.predict import evaluate_checkpoint, split_loader
@@ -276,14 +277,7 @@ def test_a_browser_loads_every_image_of_a_real_report(tmp_path):
 # --- streamed runs: the mistakes and Grad-CAM maps decoded from the files or shards alone ----------
 def _photos(root: Path, per_class: int, seed: int) -> Path:
     """root/<class>/NN.jpg (every third a .png): random RGB images of 40-60 px a side, each its own size."""
-    rng = np.random.default_rng(seed)
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            w, h = (int(v) for v in rng.integers(40, 61, 2))
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-                root / cls / f"{i:02d}.{'png' if i % 3 == 2 else 'jpg'}")
-    return root
+    return photos(root, CLASSES, per_class, seed, png_every=3)
 
 
 def _streamed_run(tmp_path: Path, data: str) -> Path:

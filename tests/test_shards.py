@@ -16,9 +16,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import WORLD, run_ranks
+from helpers import WORLD, photos, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ShardLoader, ShardSplit, open_split, write_shards
 from reslab.data.shards import MANIFEST, buffer_order
@@ -32,14 +31,7 @@ CLASSES = ("ant", "bee", "cat")
 
 def _photos(root, per_class=10, seed=0, classes=CLASSES):
     """root/<class>/NN.jpg (every fourth a .png): random RGB images of 40-60 px a side."""
-    rng = np.random.default_rng(seed)
-    for cls in classes:
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            w, h = (int(v) for v in rng.integers(40, 61, 2))
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-                root / cls / f"{i:02d}.{'png' if i % 4 == 3 else 'jpg'}")
-    return root
+    return photos(root, classes, per_class, seed, png_every=4)
 
 
 def _members(path):

@@ -245,6 +245,8 @@ def test_ema_warms_up_and_averages_bn_statistics():
     model = create_model("resnet20", num_classes=4)
     ema = EMA(model, decay=0.999)
     assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == 0.999
+    assert not ema.module.training and not any(p.requires_grad for p in ema.module.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # the model's own stay trainable
     start = {k: v.clone() for k, v in ema.module.state_dict().items()}
     with torch.no_grad():
         for t in model.state_dict().values():

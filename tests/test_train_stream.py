@@ -8,12 +8,10 @@ decode worker processes: each test takes seconds, but the two-process one (slow)
 import json
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import WORLD, run_ranks
+from helpers import WORLD, photos, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ImageFiles, Loader, StreamingLoader, folder_files, streaming
 from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD
@@ -26,13 +24,7 @@ CPU = torch.device("cpu")
 
 def _photos(root, classes=("a", "b"), per_class=12, seed=0):
     """root/<class>/NN.jpg: random RGB JPEGs of 40-60 px a side, each of its own size."""
-    rng = np.random.default_rng(seed)
-    for cls in classes:
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            w, h = (int(v) for v in rng.integers(40, 61, 2))
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i:02d}.jpg")
-    return root
+    return photos(root, classes, per_class, seed)
 
 
 @pytest.fixture(autouse=True)
