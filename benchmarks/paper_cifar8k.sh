@@ -4,14 +4,15 @@
 #   bash benchmarks/paper_cifar8k.sh train [EXPERIMENT...]   # trains (resumes) two runs at a time, one thread each
 #   bash benchmarks/paper_cifar8k.sh publish                 # reports of what has finished -> docs/paper/
 #
-# DATA: the CIFAR-10 JPEG copy (class folders under train/ and test/); OUT: the runs (never committed).
+# DATA: the CIFAR-10 JPEG copy (class folders under train/ and test/); OUT: the runs (never committed);
+# SEEDS: runs per net (seeds 0..SEEDS-1; default 1); finished runs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../data/cifar10-jpeg}
 OUT=${OUT:-../runs/paper-8k}
 RESLAB=${RESLAB:-.venv/bin/reslab}
 data="imagefolder:$(cd "$DATA" && pwd)"
-recipe=(--data "$data" --preset paper-cifar --iters 8000 --out "$OUT" --set threads=1 --quiet)
+recipe=(--data "$data" --preset paper-cifar --iters 8000 --out "$OUT" --set threads=1 --quiet --seeds "${SEEDS:-1}")
 
 case "${1:-}" in
   train)
