@@ -54,6 +54,11 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
     assert config["env"]["torch"] == str(torch.__version__) and config["env"]["device"] == "cpu"
     assert "git_sha" in config["env"]
     assert {r["kind"] for r in records} >= {"step", "epoch", "test"}
+    epochs = [r for r in records if r["kind"] == "epoch"]  # 1,317 training images / 32: the run ends in epoch 0
+    assert [(r["step"], r["epoch"]) for r in epochs] == [(40, 0)]
+    seconds = epochs[0]["seconds"]
+    assert 0 < seconds < 600 and seconds == round(seconds, 2) and epochs[0]["img_s"] == pytest.approx(
+        40 * 32 / seconds, rel=0.02)
     # safetensors holds the chosen weights with everything predict needs in its metadata
     from safetensors import safe_open
 
