@@ -59,6 +59,9 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
     seconds = epochs[0]["seconds"]
     assert 0 < seconds < 600 and seconds == round(seconds, 2) and epochs[0]["img_s"] == pytest.approx(
         40 * 32 / seconds, rel=0.02)
+    steps = [r for r in records if r["kind"] == "step"]  # batches of 32 each: the epoch means are the steps' means
+    assert epochs[0]["train_loss"] == pytest.approx(sum(r["loss"] for r in steps) / 40, rel=1e-6)
+    assert epochs[0]["train_acc"] == pytest.approx(sum(r["acc"] for r in steps) / 40, rel=1e-6)
     # safetensors holds the chosen weights with everything predict needs in its metadata
     from safetensors import safe_open
 
