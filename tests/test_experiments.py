@@ -198,3 +198,22 @@ def test_shared_runs_are_reported_under_each_experiments_labels(tmp_path):
     report = (tmp_path / "shortcuts" / "report.md").read_text()
     assert "| plain-8 (no shortcut) |" in report
     assert "Not finished yet: resnet-8 (option A), resnet-8 (option B), resnet-8 (option C)" in report
+
+
+def test_a_run_kept_as_its_row_only_is_reported_not_retrained(tmp_path):
+    # benchmarks/paper_cifar8k.sh restores a finished run's row from the published results.json
+    # on a machine that lost the run: it must count as finished, keep its figures and the
+    # machine of a run that has a training log
+    run_experiment("degradation", tmp_path / "first", TINY, depths=(8,), progress=False)
+    published = json.loads((tmp_path / "first" / "degradation" / "results.json").read_text())
+    plain = next(r for r in published["runs"] if r["label"] == "plain-8")
+    kept = tmp_path / "again" / "runs" / plain["run"]
+    kept.mkdir(parents=True)
+    (kept / "row.json").write_text(json.dumps(plain))
+    rows = run_experiment("degradation", tmp_path / "again", TINY, depths=(8,), progress=False)
+    assert sorted(kept.iterdir()) == [kept / "row.json"]  # not trained again
+    assert [(r.label, r.test_err) for r in rows] == [(r["label"], r["test_err"]) for r in published["runs"]]
+    again = json.loads((tmp_path / "again" / "degradation" / "results.json").read_text())
+    assert again["environment"] == published["environment"] and "?" not in again["environment"]
+    report = (tmp_path / "again" / "degradation" / "report.md").read_text()
+    assert f"Not in the figure: {plain['run']} (its table row was kept, its training log was not)." in report

@@ -46,7 +46,8 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
                  summaries: Sequence[Summary], base: TrainConfig, seeds: int, command: str | None) -> Path:
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    env = _environment(Path(out) / "runs" / rows[0].run)
+    paths = [Path(out) / "runs" / r.run for r in rows]
+    env = _environment(next((p for p in paths if (p / "config.json").is_file()), paths[0]))
     figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
     by_label = {s.label: s for s in summaries}
     command = command or _command(name, base, seeds, out)
@@ -63,6 +64,9 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     if missing:
         lines += [f"Not finished yet: {', '.join(missing)} (the figure draws runs in progress as far as they got).",
                   ""]
+    unlogged = [p.name for p in paths if not (p / "metrics.jsonl").is_file()]
+    if unlogged:
+        lines += [f"Not in the figure: {', '.join(unlogged)} (its table row was kept, its training log was not).", ""]
     lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
               f"![{name}]({figure.name})", "", FIGURE_NOTE, ""]
     path = folder / "report.md"
