@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import reslab
+from reslab import bench
 from reslab.bench import _time_call, bench_inference, bench_train, machine_info, matmul_peak
 from reslab.cli import main
 from reslab.errors import ReslabError
+from reslab.runtime import cpu_has_bf16
 
 
 def test_peers_get_reslab_weights_and_agree() -> None:
@@ -43,9 +45,16 @@ def test_cifar_baseline_is_reslab_eager_and_int8_runs() -> None:
     assert report.results[1].latency_ms is None and report.results[1].max_rel_diff < 0.5
 
 
-def test_train_step_is_timed() -> None:
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_train_step_is_timed(monkeypatch, native_bf16: bool) -> None:
+    # reslab's row takes the precision `reslab train` takes: bf16 autocast only where it is native
+    monkeypatch.setattr(bench, "bf16_supported", lambda device: native_bf16)
     report = bench_train("resnet20", batch=8, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
-    assert [r.dtype for r in report.results] == ["fp32", "bf16"] and report.results[1].memory_format == "channels_last"
+    mixed = "bf16" if native_bf16 else "fp32"
+    assert [r.dtype for r in report.results] == ["fp32", mixed] and report.results[1].memory_format == "channels_last"
+    assert report.results[1].config == f"reslab loader, {'bf16 autocast' if native_bf16 else 'fp32'}, CL, reslab step"
+    no_bf16 = "no bf16 rows: cpu has no native bf16, so `reslab train` runs fp32 here"
+    assert (no_bf16 in report.notes) != native_bf16
     assert all(r.images_per_s > 0 for r in report.results)
     from reslab.runtime import tune_allocator
 
@@ -58,14 +67,33 @@ def test_train_step_of_an_imagenet_net_uses_torchvision_as_baseline() -> None:
     report = bench_train("resnet18", batch=2, compile=False, repeats=1, steps=1, peak_size=256, peak_seconds=0.02)
     base, fast = report.results
     assert base.config == "torchvision eager fp32 NCHW" and base.source == "torchvision"
-    assert fast.dtype == "bf16" and fast.memory_format == "channels_last" and fast.input_size == (3, 224, 224)
+    assert fast.dtype == ("bf16" if cpu_has_bf16() else "fp32")
+    assert fast.memory_format == "channels_last" and fast.input_size == (3, 224, 224)
     assert "no loading" in report.notes[0]
 
 
 def test_matmul_peak_and_timer() -> None:
     assert matmul_peak("fp32", n=256, seconds=0.05) > 0.1
+    assert matmul_peak("bf16", n=64, seconds=0.01) is None if not cpu_has_bf16() else matmul_peak("bf16", n=64) > 0
     assert _time_call(lambda: sum(range(1000)), torch.device("cpu"), 3) > 0
     assert "cpu" in machine_info()
+
+
+def test_peaks_a_cpu_lacks_are_left_out_with_the_reason(monkeypatch) -> None:
+    # an emulated bf16 or int8 matmul is tens of times slower than fp32: its "peak" means nothing
+    monkeypatch.setattr(bench, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(bench, "cpu_has_int8_dot", lambda: False)
+    assert matmul_peak("bf16", n=64) is None and matmul_peak("int8", n=64) is None
+    report = bench_inference(["resnet20"], batch=2, dtypes=["fp32", "int8"], compile=False, repeats=1,
+                             latency=False, min_seconds=0.01, peak_size=64, peak_seconds=0.01, peers=[])
+    assert report.peaks_gflops["fp32"] > 0 and report.peaks_gflops["bf16"] is None
+    assert "bf16 peak not measured: this CPU has no native bf16 (AVX512-BF16 or AMX); % peak left out for bf16" \
+        in report.notes
+    assert "int8 peak not measured: this CPU has no int8 dot product (VNNI or AMX); int8 % peak uses the bf16 peak " \
+        "(none either)" in report.notes
+    assert [r.peak_fraction is None for r in report.results] == [False, True]
+    monkeypatch.setattr(bench, "cpu_has_int8_dot", lambda: True)
+    assert matmul_peak("int8", n=64, seconds=0.01) > 0
 
 
 def test_bad_arguments() -> None:
@@ -75,13 +103,18 @@ def test_bad_arguments() -> None:
         bench_inference(["resnet20"], batch=0)
 
 
-def test_cli_bench_writes_json(tmp_path, capsys) -> None:
+def test_cli_bench_writes_json(tmp_path, capsys, monkeypatch) -> None:
+    # by default every dtype, less bf16 on a CPU that would only emulate it
+    import reslab.optimize
+
+    monkeypatch.setattr(reslab.optimize, "bf16_supported", lambda device: False)
     out = tmp_path / "b.json"
-    rc = main(["bench", "--models", "resnet20", "--batch", "2", "--dtype", "bf16", "--no-compile",
-               "--repeats", "1", "--no-latency", "--json", str(out)])
+    rc = main(["bench", "--models", "resnet20", "--batch", "2", "--no-compile",
+               "--repeats", "1", "--no-latency", "--peers", "none", "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data[0]["mode"] == "infer" and data[0]["results"][0]["batch"] == 2
+    assert [r["dtype"] for r in data[0]["results"]] == ["fp32", "int8"]
     assert "resnet20" in capsys.readouterr().out
     assert main(["bench", "--models", "nope"]) == 2
 

@@ -160,7 +160,7 @@ def openvino_model(model: nn.Module, dtype: str = "fp32", calibration: Tensor | 
     """`model` compiled by OpenVINO for the CPU (see the module docstring)."""
     _check("openvino", dtype, calibration)
     if dtype == "bf16" and not _cpu_bf16():
-        warnings.warn("this CPU has no native bf16: OpenVINO will emulate it slowly", stacklevel=2)
+        warnings.warn("this CPU has no native bf16: OpenVINO runs the model in f32", stacklevel=2)
     ov_model = to_openvino(model, input_size, calibration if dtype == "int8" else None)
     threads = threads or torch.get_num_threads()
     compiled = compile_openvino(ov_model, dtype, threads)

@@ -42,9 +42,18 @@ from .models import compiled_batchnorm, create_model
 from .models.flops import count_macs
 from .models.registry import default_input_size
 from .optimize import DTYPES as OPTIMIZE_DTYPES
-from .optimize import optimize
+from .optimize import bf16_supported, optimize
 from .quantize import int8_method
-from .runtime import MMAP_THRESHOLD, TRIM_THRESHOLD, amp_dtype, tune_allocator
+from .runtime import (
+    MMAP_THRESHOLD,
+    TRIM_THRESHOLD,
+    amp_dtype,
+    cpu_flags,
+    cpu_has_bf16,
+    cpu_has_int8_dot,
+    cpu_name,
+    tune_allocator,
+)
 from .train import preset
 from .train.step import build_optimizer, train_step
 
@@ -64,8 +73,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_name(),
-        "cpu_flags": _cpu_flags(),
+        "cpu": cpu_name(),
+        "cpu_flags": list(cpu_flags()),
         "device": str(device),
         "packages": _versions(),
     }
@@ -87,30 +96,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
-    except OSError:
-        pass
-    return []
 
 
 def _process_setup(device: torch.device) -> None:
@@ -156,11 +141,17 @@ def _time_call(fn: Callable[[], object], device: torch.device, inner: int = 1) -
 
 def matmul_peak(dtype: str, device: torch.device | str = "cpu", n: int | None = None, seconds: float = 1.0
                 ) -> float | None:
-    """Measured GFLOP/s (int8: GOP/s) of an n x n x n matmul in `dtype`; None if unsupported.
+    """Measured GFLOP/s (int8: GOP/s) of an n x n x n matmul in `dtype`; None if unsupported,
+    or on a CPU without native instructions for it (bf16 without AVX512-BF16/AMX, int8 without
+    VNNI/AMX: there torch emulates it, tens of times slower than fp32, and the "peak" would take
+    minutes to measure and mean nothing).
 
     n defaults to 2048 on CPU and 8192 on CUDA (smaller products leave a GPU idle).
     """
     device = torch.device(device)
+    native = {"bf16": cpu_has_bf16, "int8": cpu_has_int8_dot}
+    if device.type == "cpu" and dtype in native and not native[dtype]():
+        return None
     n = n or (8192 if device.type == "cuda" else 2048)
     if dtype == "int8":
         a = torch.randint(-128, 127, (n, n), dtype=torch.int8, device=device)
@@ -184,6 +175,20 @@ def matmul_peak(dtype: str, device: torch.device | str = "cpu", n: int | None = 
     reps = max(1, int(seconds / max(per, 1e-6)))
     best = min(_time_call(fn, device, reps) for _ in range(3))
     return 2 * n**3 / best / 1e9
+
+
+def _peaks(dtypes: tuple[str, ...], device: torch.device, n: int | None, seconds: float
+           ) -> tuple[dict[str, float | None], list[str]]:
+    """matmul_peak of each dtype, and a note for each that could not be measured (and why)."""
+    peaks = {d: matmul_peak(d, device, n, seconds) for d in dtypes}
+    why = {"bf16": "this CPU has no native bf16 (AVX512-BF16 or AMX)",
+           "int8": "this CPU has no int8 dot product (VNNI or AMX)"} if device.type == "cpu" else {}
+    notes = [f"{d} peak not measured: {why.get(d, 'not supported here')}; % peak left out for {d}"
+             for d in dtypes if peaks[d] is None and d != "int8"]
+    if "int8" in dtypes and peaks["int8"] is None:
+        notes.append(f"int8 peak not measured: {why.get('int8', 'no torch._int_mm here')}; "
+                     "int8 % peak uses the bf16 peak" + ("" if peaks.get("bf16") else " (none either)"))
+    return peaks, notes
 
 
 # --- configurations ---------------------------------------------------------
@@ -392,10 +397,7 @@ def bench_inference(
     _process_setup(device)
     _check(batch, repeats, dtypes)
     log = log or (lambda s: None)
-    peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16", "int8")}
-    notes = []
-    if peaks["int8"] is None:
-        notes.append("int8 peak not measurable here (no torch._int_mm); int8 % peak uses the bf16 peak")
+    peaks, notes = _peaks(("fp32", "bf16", "int8"), device, peak_size, peak_seconds)
     results = []
     for name in models:
         size = input_size or default_input_size(name)
@@ -611,10 +613,14 @@ def bench_train(
     # (label, fast: channels_last + the step `reslab train` takes (+ reslab loader for CIFAR), compiled, dtype)
     plain = "plain fp32 eager NCHW, per-image transforms" if cifar else "eager fp32 NCHW"
     fast = "reslab loader, " if cifar else "reslab "
-    variants = [(plain, False, False, "fp32"), (f"{fast}bf16 autocast, CL, reslab step", True, False, "bf16")]
+    # the precision `reslab train` takes here: bf16 autocast where the hardware runs it natively
+    native = bf16_supported(device)
+    mixed = "bf16" if native else "fp32"
+    variants = [(plain, False, False, "fp32"),
+                (f"{fast}{'bf16 autocast' if native else 'fp32'}, CL, reslab step", True, False, mixed)]
     if compile:
-        variants += [(f"{fast}fp32, CL, reslab step, compiled", True, True, "fp32"),
-                     (f"{fast}bf16 autocast, CL, reslab step, compiled", True, True, "bf16")]
+        variants += [(f"{fast}fp32, CL, reslab step, compiled", True, True, "fp32")]
+        variants += [(f"{fast}bf16 autocast, CL, reslab step, compiled", True, True, "bf16")] if native else []
     results, steppers = [], []
     for label, is_fast, comp, dtype in variants:
         fmt = "channels_last" if is_fast else "NCHW"
@@ -646,7 +652,7 @@ def bench_train(
             r.rounds.append(batch / _time_call(step, device, steps))
         log(f"train round {i + 1}/{repeats}: " + ", ".join(f"{r.config} {r.rounds[-1]:.0f}" for r in results))
     macs = count_macs(create_model(model_name), (1, *size), device="cpu")
-    peaks = {d: matmul_peak(d, device, peak_size, peak_seconds) for d in ("fp32", "bf16")}
+    peaks, peak_notes = _peaks(("fp32", "bf16"), device, peak_size, peak_seconds)
     for r in results:
         r.images_per_s = statistics.median(r.rounds)
         r.images_per_s_min, r.images_per_s_max = min(r.rounds), max(r.rounds)
@@ -657,5 +663,7 @@ def bench_train(
     data = ("loader batch" if cifar else "a batch already on the device (no loading)")
     notes = [f"train step = {data} + forward + backward + SGD (momentum, nesterov), {steps} steps per round",
              f"baseline {results[0].rounds[0]:.0f} img/s in the first round, {results[0].rounds[-1]:.0f} in the last"]
-    notes += _process_notes(device)
+    if not native:
+        notes.append(f"no bf16 rows: {device.type} has no native bf16, so `reslab train` runs fp32 here")
+    notes += peak_notes + _process_notes(device)
     return Report(machine_info(device), "train", peaks, results, notes)

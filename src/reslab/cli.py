@@ -409,7 +409,8 @@ def _add_bench(sub) -> None:
                    help="inference, or a training step (CIFAR nets: loader included; larger nets: batches on the device)")
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size (default 16 for infer, 128 for train)")
-    p.add_argument("--dtype", default="fp32,bf16,int8", help="configurations to time: fp32,bf16,int8")
+    p.add_argument("--dtype", default="auto",
+                   help="configurations to time: fp32,bf16,int8; auto = all three, less bf16 where it is not native")
     p.add_argument("--peers", default="auto",
                    help="other runtimes timed beside reslab (CPU): openvino,onnxruntime; auto = those installed; none")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
@@ -454,6 +455,10 @@ def _run_bench(args: argparse.Namespace) -> None:
                    for m in models]
     else:
         dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+        if dtypes == ["auto"]:
+            from .optimize import bf16_supported
+
+            dtypes = ["fp32", "bf16", "int8"] if bf16_supported(device) else ["fp32", "int8"]
         reports = [bench_inference(models, args.batch or 16, dtypes, args.compile, args.repeats,
                                    args.latency, device, log=log, peers=_peers(args.peers))]
     for report in reports:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import subprocess
@@ -81,16 +82,37 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (slower than fp32).
+# The instruction sets that decide which dtypes run fast on a CPU (as /proc/cpuinfo names them).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
 
-    The one check for training (autocast) and inference (reslab.optimize) alike.
-    """
+
+@functools.cache
+def cpu_flags() -> tuple[str, ...]:
+    """Which of CPU_FLAGS this processor has (empty where /proc/cpuinfo is absent)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
+        return ()
+    have = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            break
+    return tuple(f for f in CPU_FLAGS if f in have)
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (tens of times
+    slower than fp32). The one check for training (autocast) and inference (reslab.optimize) alike.
+    """
+    if not Path("/proc/cpuinfo").is_file():
         return platform.machine() == "arm64"  # Apple silicon has bf16 instructions
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
+def cpu_has_int8_dot() -> bool:
+    """VNNI or AMX: int8 dot products in one instruction (without them int8 matmuls are slow)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()))
 
 
 def physical_memory() -> int | None:
