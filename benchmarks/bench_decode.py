@@ -2,12 +2,16 @@
 
 Two parts, timed in one process, in interleaved rounds (each round times every
 method once, so load from other processes falls on all of them alike; the
-ratio to tv-folder is also taken within each round, then its median):
+ratio to the peer is also taken within each round, then its median):
 
-  loaders      images/s of whole training pipelines with W worker processes:
+  loaders      images/s of whole training pipelines with W worker processes (each
+               compared with the torchvision pipeline that yields the same output):
                tv-folder  torchvision ImageFolder + DataLoader(num_workers=W) with
                           v2 RandomResizedCrop(S) + RandomHorizontalFlip + PILToTensor
                           (uint8 batches)
+               tv-float   the same with torchvision's reference recipe's last steps,
+                          v2 ToDtype(float32, scale=True) + Normalize (ImageNet mean/std):
+                          normalized float32 batches, as reslab's loader yields
                reslab     reslab StreamingLoader(train=True, num_workers=W): the same
                           crops and flips, normalized float32 batches
                reslab-uint8  reslab's StreamingImageFolder(train=True) in the same
@@ -59,7 +63,7 @@ from torchvision.transforms import v2
 
 from reslab.data import StreamingImageFolder, StreamingLoader
 from reslab.data.download import data_dir
-from reslab.data.streaming import crop_box, dct_scale, read_train
+from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD, crop_box, dct_scale, read_train
 from reslab.runtime import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,9 +270,13 @@ def main() -> None:
         size, w, bs = args.size[0], args.workers, args.batch_size
         tv_folder = datasets.ImageFolder(str(train), v2.Compose([
             v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()]))
+        tv_float = datasets.ImageFolder(str(train), v2.Compose([
+            v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
         streamed = StreamingImageFolder(train, train=True, image_size=size)
         pipelines = {
             f"tv-folder W={w}": lambda r: DataLoader(tv_folder, bs, shuffle=True, num_workers=w, drop_last=True),
+            f"tv-float W={w}": lambda r: DataLoader(tv_float, bs, shuffle=True, num_workers=w, drop_last=True),
             f"reslab W={w}": lambda r: StreamingLoader(train, bs, train=True, image_size=size, num_workers=w,
                                                        seed=r),
             f"reslab-uint8 W={w}": lambda r: DataLoader(streamed, bs, shuffle=True, num_workers=w, drop_last=True),
@@ -278,16 +286,18 @@ def main() -> None:
             for name, make in pipelines.items():
                 runs.setdefault(name, []).append(images_per_s(make(r), args.batches))
         base = statistics.median(runs[f"tv-folder W={w}"])
-        print(f"\nloaders, S={size}, batch {bs}, {args.batches} timed batches x {args.rounds} rounds")
+        print(f"\nloaders, S={size}, batch {bs}, {args.batches} timed batches x {args.rounds} rounds; "
+              "ratios within each round against the torchvision pipeline with the same output")
         for name, r in runs.items():
             med = statistics.median(r)
-            ratios = [x / y for x, y in zip(r, runs[f"tv-folder W={w}"])]
+            peer = f"tv-float W={w}" if name.startswith(("tv-float", "reslab W")) else f"tv-folder W={w}"
+            ratios = [x / y for x, y in zip(r, runs[peer])]
             results["loaders"][name] = {"images_per_s": round(med), "min": round(min(r)), "max": round(max(r)),
-                                        "vs_tv_folder": round(med / base, 2),
+                                        "vs_tv_folder": round(med / base, 2), "peer": peer,
                                         "round_ratio_median": round(statistics.median(ratios), 2),
                                         "round_ratios": [round(x, 2) for x in ratios]}
             print(f"  {name:18s} {med:7.0f} img/s  (min {min(r):.0f}, max {max(r):.0f})  {med / base:4.2f}x "
-                  f"tv-folder; ratio within each round: median {statistics.median(ratios):.2f} "
+                  f"tv-folder; x {peer} within each round: median {statistics.median(ratios):.2f} "
                   f"({', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
     info["load_average_after"] = [round(v, 1) for v in os.getloadavg()]
     print("load average after:", info["load_average_after"])
