@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reslab.data import Dataset, Loader, split
-from reslab.data.loader import PAD, augment_index
+from reslab.data.loader import PAD, Normalize, augment_index
 from reslab.errors import ReslabError
 
 
@@ -30,6 +30,25 @@ def test_eval_loader_is_ordered_and_normalized():
     std = torch.tensor(ds.std).view(1, 3, 1, 1)
     expected = (ds.images.float() / 255 - mean) / std
     torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalize_is_the_same_in_either_memory_format(dtype):
+    # (x / 255 - mean) / std per channel, computed independently; channels_last batches take
+    # another code path (rows of W * C values) that must give the same numbers and keep the format
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 5, 7), dtype=torch.uint8).to(dtype)
+    want = (images.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    norm = Normalize(mean, std)
+    plain = norm(images)
+    last = images.contiguous(memory_format=torch.channels_last)
+    kept = last.clone()
+    got = norm(last)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    assert torch.equal(got, plain) and plain.dtype == got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+    assert torch.equal(last, kept)  # the caller's batch is left as it was
 
 
 def test_drop_last_and_len():
