@@ -255,6 +255,18 @@ def test_bad_arguments():
         Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
 
 
+def test_decoded_reads_raw_images_of_an_evaluation_loader_only():
+    ds = _ramp()
+    loader = Loader(ds, batch_size=8, train=False)
+    assert torch.equal(loader.decoded([5, 0, 5]), ds.images[[5, 0, 5]])
+    assert loader.decoded([]).shape == (0, 3, 6, 6)  # an empty list is no index of floats
+    for what in ("decoded", "evaluated"):
+        with pytest.raises(ReslabError) as e:
+            getattr(Loader(ds, batch_size=8), what)(*([[0]] if what == "decoded" else []))
+        assert str(e.value) == (f"{what}() is for evaluation loaders (train=False): a training pass "
+                                "shuffles and augments")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_match_cpu():

@@ -451,8 +451,28 @@ def test_basic_blocks_refuse_groups_and_width(name):
     from reslab.models import blocks
 
     for kw in ({"groups": 2}, {"base_width": 128}):
-        with pytest.raises(ValueError, match="only groups=1 and width_per_group=64"):
+        with pytest.raises(ValueError, match="^the basic block supports only groups=1 and width_per_group=64$"):
             getattr(blocks, name)(16, 16, **kw)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d", "resnet50_v1"])
+def test_module_tree_prints_as_torchvisions(name):
+    # every layer's settings (ReLU in place, bias-free convs, BN eps and momentum) as torchvision
+    # has them; reslab's blocks add only an unused drop-path slot
+    import re
+
+    tv = getattr(torchvision.models, name.removesuffix("_v1"))()
+    if name.endswith("_v1"):  # the paper's v1 strides in the first 1x1 conv of a bottleneck
+        for block in (tv.layer2[0], tv.layer3[0], tv.layer4[0]):
+            block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
+    ours = re.sub(r"\n *\(drop_path\): Identity\(\)", "", repr(reslab.create_model(name)))
+    assert ours == repr(tv)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet18", "preact_resnet50", "preact_resnet110"])
+def test_preact_activations_run_in_place(name):
+    relus = [m for m in reslab.create_model(name).modules() if isinstance(m, nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
 
 
 @pytest.mark.parametrize("name", ["Bottleneck", "PreActBottleneck"])
@@ -460,6 +480,7 @@ def test_bottleneck_width_groups_and_where_it_strides(name):
     from reslab.models import blocks
 
     cls = getattr(blocks, name)
+    assert cls(256, 64).conv1.out_channels == 64  # by default the inner width is planes
     wide = cls(64, 16, base_width=128)  # Wide ResNet: twice the inner width
     grouped = cls(64, 16, groups=4, base_width=4)  # ResNeXt 4x4d: width 16 * 4/64 * 4 = 4
     assert (wide.conv1.out_channels, wide.conv2.groups) == (32, 1)

@@ -71,10 +71,9 @@ def augment_index(n: int, h: int, w: int, pad: int, flip: bool, generator: torch
 
 def cutout_mask(n: int, h: int, w: int, size: int, generator: torch.Generator) -> Tensor:
     """(n, 1, h, w) bool: a size x size square per image, centred anywhere in it (clipped at the edges)."""
-    cy = torch.randint(0, h, (n, 1, 1, 1), generator=generator)
-    cx = torch.randint(0, w, (n, 1, 1, 1), generator=generator)
-    rows = torch.arange(h).view(1, 1, h, 1)
-    cols = torch.arange(w).view(1, 1, 1, w)
+    cy = torch.randint(h, (n, 1, 1, 1), generator=generator)
+    cx = torch.randint(w, (n, 1, 1, 1), generator=generator)
+    rows, cols = torch.arange(h)[:, None], torch.arange(w)  # broadcast to (n, 1, h, w)
     lo = size // 2
     return (rows >= cy - lo) & (rows < cy - lo + size) & (cols >= cx - lo) & (cols < cx - lo + size)
 
