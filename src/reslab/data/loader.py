@@ -59,13 +59,13 @@ def augment_index(n: int, h: int, w: int, pad: int, flip: bool, generator: torch
     Each image gets a random offset in [0, 2*pad] per axis (a random crop of
     the padded image) and, with `flip`, a horizontal flip with probability 1/2.
     """
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=generator)
-    cols = torch.arange(w).view(1, 1, w)
+    dy = torch.randint(2 * pad + 1, (n, 1, 1), generator=generator)
+    dx = torch.randint(2 * pad + 1, (n, 1, 1), generator=generator)
+    cols = torch.arange(w)  # broadcast to (n, 1, w), rows to (n, h, 1)
     if flip:
         mirrored = torch.rand(n, 1, 1, generator=generator) < 0.5
         cols = torch.where(mirrored, w - 1 - cols, cols)
-    rows = torch.arange(h).view(1, h, 1)
+    rows = torch.arange(h)[:, None]
     return ((rows + dy) * (w + 2 * pad) + cols + dx).view(n, h * w)
 
 
