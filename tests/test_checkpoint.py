@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reslab.errors import ReslabError
-from reslab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from reslab.train.checkpoint import load_checkpoint, payload_digest, rng_state, save_checkpoint, set_rng_state
 
 
 def payload(seed: int = 0) -> dict:
@@ -24,6 +24,11 @@ def test_round_trip_and_previous_kept(tmp_path):
     prev = load_checkpoint(tmp_path / "prev.pt")
     assert prev["state"]["step"] == 1 and torch.equal(prev["model"]["w"], payload(1)["model"]["w"])
     assert load_checkpoint(tmp_path)["state"]["step"] == 2  # a run directory means its last.pt
+    for step in (1, 2):  # other names keep <stem>.prev.pt; keep_previous=False keeps none
+        save_checkpoint(payload(step), tmp_path / "best.pt")
+        save_checkpoint(payload(step), tmp_path / "model.pt", keep_previous=False)
+    assert load_checkpoint(tmp_path / "best.prev.pt")["state"]["step"] == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["best.prev.pt", "best.pt", "last.pt", "model.pt", "prev.pt"]
 
 
 def test_flipped_byte_is_detected(tmp_path):
@@ -92,8 +97,59 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_rng_states_round_trip():
+    np.random.standard_normal()  # numpy now holds a cached second Gaussian, part of its state
     state = rng_state()
-    a = (torch.rand(3), random.random(), np.random.rand())
+    assert state["numpy"]["has_gauss"] == 1
+    a = (torch.rand(3), random.random(), np.random.standard_normal(), np.random.rand())
     set_rng_state(state)
-    b = (torch.rand(3), random.random(), np.random.rand())
-    assert torch.equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+    b = (torch.rand(3), random.random(), np.random.standard_normal(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_the_digest_encoding_is_fixed():
+    # checkpoints written by an earlier reslab must verify in a later one: the canonical encoding
+    # (tensors by dtype, shape and bytes; dicts by sorted keys; lists in order) may not drift
+    fixed = {"model": {"w": torch.arange(6, dtype=torch.float32).view(2, 3),
+                       "h": torch.tensor([1.5], dtype=torch.bfloat16), "e": torch.zeros(0)},
+             "state": {"step": 3, "best": -1.0, "done": False}, "classes": ["a", "b"], "size": (32, 32)}
+    want = "3e58cacf92ea498a71aade71633a20c6281615ffb49a16bd7c29dd6218582635"
+    assert payload_digest(fixed) == payload_digest({**fixed, "sha256": "not part of it"}) == want
+    # the same bytes under another dtype or shape, a renamed key, a nested list: other digests
+    w = fixed["model"]["w"]
+    variants = [{"w": w.view(torch.int32)}, {"w": w.view(3, 2)}, {"w2": w}, {"w": [w]}, {"w": [w, w]}]
+    digests = {payload_digest({**fixed, "model": {**fixed["model"], **v}}) for v in variants}
+    assert len(digests | {want}) == len(variants) + 1
+
+
+def test_a_write_reaches_the_disk_before_it_replaces_the_old_file(tmp_path, monkeypatch):
+    import stat
+
+    p = save_checkpoint(payload(1), tmp_path / "last.pt")
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        synced.append(f"replace {os.path.basename(dst)}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(payload(2), p)
+    # the new bytes synced, the old file kept as prev.pt, then swapped in; the directory synced last
+    assert synced == ["file", "replace prev.pt", "replace last.pt", "dir"]
+
+
+def test_the_previous_checkpoint_is_copied_where_hard_links_fail(tmp_path, monkeypatch):
+    p = save_checkpoint(payload(1), tmp_path / "last.pt")
+    first = p.read_bytes()
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_checkpoint(payload(2), p)
+    assert (tmp_path / "prev.pt").read_bytes() == first and load_checkpoint(p)["state"]["step"] == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["last.pt", "prev.pt"]
