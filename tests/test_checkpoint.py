@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from reslab.errors import ReslabError
-from reslab.train.checkpoint import load_checkpoint, payload_digest, rng_state, save_checkpoint, set_rng_state
+from reslab.train.checkpoint import (
+    load_checkpoint,
+    payload_digest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def payload(seed: int = 0) -> dict:
