@@ -1,6 +1,7 @@
 """TrainConfig validation, presets and LR schedules: pure functions, no training."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -93,3 +94,19 @@ def test_cosine_is_half_way_at_the_middle():
     assert lr_at(cfg, 100, 200) == pytest.approx(0.1)
     assert lr_at(cfg, 200, 200) == pytest.approx(0.0, abs=1e-12)
     assert not any(math.isnan(v) for v in lr_curve(cfg, 200))
+
+
+def test_schedule_edges_clamp_and_refuse():
+    constant = TrainConfig(schedule="constant", lr=0.3, warmup_iters=10, warmup_start=0.5, iters=40)
+    assert lr_curve(constant, 40)[10:] == [0.3] * 30 and lr_at(constant, 5, 40) == pytest.approx(0.225)
+    # a warm-up longer than the run ends one step before it, and steps outside the run are clamped
+    long_warm = TrainConfig(schedule="cosine", lr=0.1, warmup_iters=50, warmup_start=0.0, iters=5)
+    assert lr_curve(long_warm, 5) == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])
+    assert lr_at(long_warm, -3, 5) == 0.0 and lr_at(long_warm, 99, 5) == lr_at(long_warm, 5, 5)
+    one = TrainConfig(schedule="cosine", lr=0.1, iters=1)
+    assert lr_curve(one, 1) == [pytest.approx(0.1)]  # a one-step run starts at the full lr
+    with pytest.raises(ValueError) as e:
+        lr_at(one, 0, 0)
+    assert str(e.value) == "total_steps must be >= 1, got 0"
+    with pytest.raises(ValueError, match="^unknown schedule 'linear'$"):
+        lr_at(SimpleNamespace(**{**one.to_dict(), "schedule": "linear"}), 0, 1)  # past TrainConfig's check
