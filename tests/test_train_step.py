@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.errors import ReslabError
 from reslab.evaluate import evaluate
 from reslab.models import create_model
 from reslab.train import TrainConfig, load_checkpoint, train
@@ -114,6 +115,35 @@ def test_evaluate_counts_by_hand():
     assert r7.top1 == 0 and r7.top5 == pytest.approx(2 / 3)
     expected_loss = F.cross_entropy(torch.cat([logits, ]), y).item()
     assert r.loss == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_evaluate_averages_mirrors_keeps_rows_in_order_and_restores_the_mode():
+    class FirstRow(nn.Module):
+        """Logits = the image's first row plus a class bias; doubled in training mode."""
+
+        def forward(self, x):
+            return (x[:, 0, 0, :] + torch.tensor([0.0, 0.1, 0.2])) * (2.0 if self.training else 1.0)
+
+    x = torch.tensor([[4.0, 0.0, 1.0], [0.0, 1.0, 3.0], [0.0, 5.0, 0.0]]).view(3, 1, 1, 3)
+    y = torch.tensor([0, 0, 1])
+    rows = x[:, 0, 0, :]
+    want = (rows + rows.flip(1)) / 2 + torch.tensor([0.0, 0.1, 0.2])  # eval mode, mirror averaged
+    for mode in (True, False):
+        model = FirstRow().train(mode)
+        r = evaluate(model, [(x[:2], y[:2]), (x[2:], y[2:])], 3, flip_tta=True, keep_logits=True)
+        assert model.training is mode
+        torch.testing.assert_close(r.logits, want, rtol=0, atol=1e-6)
+        assert torch.equal(r.labels, y) and r.n == 3
+        assert r.loss == pytest.approx(F.cross_entropy(want, y).item(), rel=1e-6)
+        # predictions 2, 2, 1: class 2 never true, so its per-class accuracy is 0 (not a 0/0)
+        assert r.confusion.tolist() == [[0, 0, 2], [0, 1, 0], [0, 0, 0]] and r.per_class == [0.0, 1.0, 0.0]
+    plain = evaluate(FirstRow(), [(x, y)], 3)
+    assert plain.top1 == pytest.approx(2 / 3) and plain.logits is None and plain.labels is None
+    assert plain.loss == pytest.approx(F.cross_entropy(rows + torch.tensor([0.0, 0.1, 0.2]), y).item(), rel=1e-6)
+    assert list(plain.to_dict()) == ["n", "loss", "top1", "top5", "per_class", "confusion"]
+    assert plain.to_dict()["confusion"] == plain.confusion.tolist() and plain.to_dict()["n"] == 3
+    with pytest.raises(ReslabError, match="^nothing to evaluate: the split is empty$"):
+        evaluate(FirstRow(), [], 3)
 
 
 def test_a_run_that_peaks_early_reports_tests_and_exports_best(tmp_path):

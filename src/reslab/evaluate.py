@@ -33,7 +33,6 @@ class EvalResult:
                 "per_class": self.per_class, "confusion": self.confusion.tolist()}
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype | None = None,
              flip_tta: bool = False, keep_logits: bool = False) -> EvalResult:
     """Top-1/top-5 accuracy (fractions), mean loss, per-class accuracy and confusion matrix.
@@ -48,24 +47,25 @@ def evaluate(model: nn.Module, loader: Any, num_classes: int, amp: torch.dtype |
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     kept: list[Tensor] = []
     truth: list[Tensor] = []
-    for x, y in loader:
-        with autocast(x.device, amp):
-            logits = model(x)
-            if flip_tta:
-                logits = logits + model(x.flip(3))
-        logits = logits.float() / (2 if flip_tta else 1)
-        if keep_logits:
-            kept.append(logits.cpu())
-            truth.append(y.cpu())
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        k = min(5, num_classes)
-        topk = logits.topk(k, dim=1).indices
-        hit = topk == y[:, None]
-        top1 += hit[:, 0].sum().item()
-        top5 += hit.any(1).sum().item()
-        confusion += torch.bincount((y * num_classes + topk[:, 0]).cpu(),
-                                    minlength=num_classes * num_classes).view(num_classes, num_classes)
-        n += len(y)
+    with torch.no_grad():  # not a decorator: `make mutants` (mutmut) skips decorated functions
+        for x, y in loader:
+            with autocast(x.device, amp):
+                logits = model(x)
+                if flip_tta:
+                    logits = logits + model(x.flip(3))
+            logits = logits.float() / (2 if flip_tta else 1)
+            if keep_logits:
+                kept.append(logits.cpu())
+                truth.append(y.cpu())
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            k = min(5, num_classes)
+            topk = logits.topk(k, dim=1).indices
+            hit = topk == y[:, None]
+            top1 += hit[:, 0].sum().item()
+            top5 += hit.any(1).sum().item()
+            confusion += torch.bincount((y * num_classes + topk[:, 0]).cpu(),
+                                        minlength=num_classes * num_classes).view(num_classes, num_classes)
+            n += len(y)
     model.train(was_training)
     if n == 0:
         raise ReslabError("nothing to evaluate: the split is empty")

@@ -74,12 +74,12 @@ class EMA:
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
 
-    @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         buffers = list(model.buffers())
         live = [*(p.detach() for p in model.parameters()), *(b for b in buffers if b.is_floating_point())]
-        torch._foreach_lerp_(self._averaged, live, 1.0 - self.decay_at(step))
-        torch._foreach_copy_(self._copied, [b for b in buffers if not b.is_floating_point()])
+        with torch.no_grad():
+            torch._foreach_lerp_(self._averaged, live, 1.0 - self.decay_at(step))
+            torch._foreach_copy_(self._copied, [b for b in buffers if not b.is_floating_point()])
 
 
 # --- one step ---------------------------------------------------------------------
@@ -120,9 +120,8 @@ def forward_backward(model: nn.Module, x: Tensor, y: Tensor, label_smoothing: fl
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
-@torch.no_grad()
 def teacher_targets(teacher: nn.Module, x: Tensor, cfg: TrainConfig, amp: torch.dtype | None) -> SoftTargets:
-    with autocast(x.device, amp):
+    with torch.no_grad(), autocast(x.device, amp):
         logits = teacher(x)
     return SoftTargets(logits.float(), cfg.distill_alpha, cfg.distill_temperature)
 
