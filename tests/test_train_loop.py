@@ -70,6 +70,12 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
         assert len(json.loads(meta["classes"])) == 10 and meta["model_name"] == "resnet20"
         best = load_checkpoint(run / "best.pt")
         assert torch.equal(f.get_tensor("fc.weight"), best["model"]["fc.weight"])
+    # resuming the finished run trains nothing and returns its figures, read back from summary.json
+    again = train(None, run, resume=True, progress=False)
+    assert (again.steps, again.best_val_acc) == (40, result.best_val_acc)
+    assert (again.test.n, again.test.loss, again.test.top1, again.test.top5, again.test.per_class) == (
+        360, result.test.loss, result.test.top1, result.test.top5, result.test.per_class)
+    assert (again.seconds, again.images_per_s) == (round(result.seconds, 1), round(result.images_per_s, 1))
 
 
 def _all_state(ckpt):
