@@ -130,16 +130,21 @@ def test_the_digest_encoding_is_fixed():
 
 def test_a_write_reaches_the_disk_before_it_replaces_the_old_file(tmp_path, monkeypatch):
     import stat
+    import threading
 
     p = save_checkpoint(payload(1), tmp_path / "last.pt")
     synced, real_fsync, real_replace = [], os.fsync, os.replace
 
+    me = threading.get_ident()  # calls from other threads (an earlier test's writers) are not this save's
+
     def fsync(fd):
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        if threading.get_ident() == me:
+            synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
         real_fsync(fd)
 
     def replace(src, dst):
-        synced.append(f"replace {os.path.basename(dst)}")
+        if threading.get_ident() == me:
+            synced.append(f"replace {os.path.basename(dst)}")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "fsync", fsync)
