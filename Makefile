@@ -32,10 +32,13 @@ bench: install
 
 # Mutation testing (hours on 2 cores, not in CI): the modules and tests are in pyproject.toml's
 # [tool.mutmut]; it resumes where it stopped. Score and accepted survivors: docs/mutants.md.
+# mutmut copies a file into mutants/ only once: the current sources go there first (same mtime, so
+# the modules under test are mutated afresh; results stay for every function whose source is unchanged).
 mutants: install
 	$(BIN)/python -m pip install -q -c constraints.txt 'mutmut>=3.8'
-	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 1
-	$(BIN)/mutmut results
+	if [ -d mutants ]; then cp -rp src tests mutants/; fi
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(WORKERS)
+	$(BIN)/python benchmarks/mutants_table.py mutants
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
