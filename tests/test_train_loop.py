@@ -489,3 +489,30 @@ def test_a_diverged_ema_is_not_saved_over_the_last_good_checkpoint(tmp_path, dig
     assert ckpt["state"]["step"] == 4
     assert all(torch.isfinite(v).all() for sd in (ckpt["model"], ckpt["ema"]) for v in sd.values()
                if v.is_floating_point())
+
+
+def test_weights_diverged_before_any_checkpoint_leave_nothing_to_resume(tmp_path, digits_data, monkeypatch):
+    import reslab.train.step as step
+
+    real = step.optimizer_step
+    calls = {"n": 0}
+
+    def poison_fifth(opt, model, cfg, scaler):
+        real(opt, model, cfg, scaler)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(step, "optimizer_step", poison_fifth)
+    with pytest.raises(NonFiniteLoss) as e:
+        train(tiny(iters=30), tmp_path / "inf", progress=False, data=digits_data)
+    assert "; stopped; the weights had diverged before the first checkpoint: nothing to resume; lower lr" in str(e.value)
+    assert not (tmp_path / "inf" / "last.pt").exists()
+
+
+def test_init_from_a_missing_file_names_the_option(tmp_path, digits_data):
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(ReslabError) as e:
+        train(tiny(init=str(missing)), tmp_path / "run", progress=False, data=digits_data)
+    assert str(e.value) == f"init: no such checkpoint file: {missing}"
