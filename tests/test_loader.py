@@ -255,6 +255,20 @@ def test_bad_arguments():
         Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
 
 
+def test_resize_batch_antialiases_only_when_shrinking():
+    import torch.nn.functional as F
+
+    from reslab.data.loader import resize_batch
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert resize_batch(x, 16) is x
+    down = resize_batch(x, 6)
+    torch.testing.assert_close(down, F.interpolate(x, size=(6, 6), mode="bilinear", antialias=True), rtol=0, atol=0)
+    assert (down - F.interpolate(x, size=(6, 6), mode="bilinear")).abs().max() > 0.05  # it matters
+    up = F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(resize_batch(x, 24), up, rtol=0, atol=0)
+
+
 def test_decoded_reads_raw_images_of_an_evaluation_loader_only():
     ds = _ramp()
     loader = Loader(ds, batch_size=8, train=False)

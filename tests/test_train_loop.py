@@ -413,6 +413,12 @@ def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_d
         load_teacher(cfg, renamed, cpu, compiled=False)
     assert str(e.value) == (f"teacher {digits_teacher} was trained on other classes (10: 0, 1, 2, 3, 4...); "
                             "distill from a run on the same data")
+    resized = dataclasses.replace(digits_data, image_size=(1, 16, 16))
+    with pytest.raises(ReslabError) as e:
+        load_teacher(cfg, resized, cpu, compiled=False)
+    assert str(e.value) == (f"teacher {digits_teacher} expects other inputs (size {digits_data.image_size}, mean "
+                            f"{digits_data.mean}, std {digits_data.std}) than this run; distill from a run on "
+                            "the same data and resize")
 
 
 def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
@@ -516,3 +522,21 @@ def test_init_from_a_missing_file_names_the_option(tmp_path, digits_data):
     with pytest.raises(ReslabError) as e:
         train(tiny(init=str(missing)), tmp_path / "run", progress=False, data=digits_data)
     assert str(e.value) == f"init: no such checkpoint file: {missing}"
+
+
+def test_teacher_targets_run_under_the_runs_autocast():
+    from types import SimpleNamespace
+
+    from reslab.models import create_model
+    from reslab.train.step import teacher_targets
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet20", num_classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    soft = teacher_targets(teacher, x, SimpleNamespace(distill_alpha=0.7, distill_temperature=3.0), torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        want = teacher(x).float()
+    assert torch.equal(soft.logits, want) and soft.logits.dtype == torch.float32 and not soft.logits.requires_grad
+    with torch.no_grad():
+        assert not torch.equal(soft.logits, teacher(x))  # bf16 logits, not fp32 ones
+    assert (soft.alpha, soft.temperature) == (0.7, 3.0)
