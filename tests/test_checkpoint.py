@@ -165,3 +165,18 @@ def test_the_previous_checkpoint_is_copied_where_hard_links_fail(tmp_path, monke
     save_checkpoint(payload(2), p)
     assert (tmp_path / "prev.pt").read_bytes() == first and load_checkpoint(p)["state"]["step"] == 2
     assert sorted(f.name for f in tmp_path.iterdir()) == ["last.pt", "prev.pt"]
+
+
+def test_cuda_rng_states_are_saved_and_restored(monkeypatch):
+    # without a GPU here, torch.cuda's RNG calls are stood in for, to check what reaches them
+    states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = rng_state()
+    assert state["cuda"] is states
+    set_rng_state(state)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], states, strict=True))
+    set_rng_state({k: v for k, v in state.items() if k != "cuda"})  # a checkpoint written without a GPU
+    assert len(restored) == 1

@@ -72,7 +72,7 @@ class Run:
         self.opt.load_state_dict(ckpt.optimizer)
         if self.scaler is not None and ckpt.scaler:
             self.scaler.load_state_dict(ckpt.scaler)
-        if self.ema is not None and ckpt.ema:
+        if self.ema is not None:  # the config, and so the EMA, is the checkpoint's own
             self.ema.module.load_state_dict(ckpt.ema)
         self.state = RunState(**ckpt.state)
         set_rng_state(ckpt.rng)
