@@ -540,3 +540,9 @@ def test_teacher_targets_run_under_the_runs_autocast():
     with torch.no_grad():
         assert not torch.equal(soft.logits, teacher(x))  # bf16 logits, not fp32 ones
     assert (soft.alpha, soft.temperature) == (0.7, 3.0)
+
+
+def test_resuming_a_finished_run_without_a_test_split_returns_no_test_figures(tmp_path, digits_data):
+    first = train(tiny(iters=4, test=False), tmp_path / "run", progress=False, data=digits_data)
+    again = train(None, tmp_path / "run", resume=True, progress=False)
+    assert first.test is None and (again.steps, again.test) == (4, None)
