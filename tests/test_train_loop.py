@@ -72,7 +72,8 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
         assert torch.equal(f.get_tensor("fc.weight"), best["model"]["fc.weight"])
     # resuming the finished run trains nothing and returns its figures, read back from summary.json
     again = train(None, run, resume=True, progress=False)
-    assert (again.steps, again.best_val_acc) == (40, result.best_val_acc)
+    assert (again.run_dir, again.steps, again.best_val_acc) == (run, 40, result.best_val_acc)
+    assert again.test.to_dict()["confusion"] == []  # summary.json keeps no confusion matrix
     assert (again.test.n, again.test.loss, again.test.top1, again.test.top5, again.test.per_class) == (
         360, result.test.loss, result.test.top1, result.test.top5, result.test.per_class)
     assert (again.seconds, again.images_per_s) == (round(result.seconds, 1), round(result.images_per_s, 1))
@@ -546,3 +547,8 @@ def test_resuming_a_finished_run_without_a_test_split_returns_no_test_figures(tm
     first = train(tiny(iters=4, test=False), tmp_path / "run", progress=False, data=digits_data)
     again = train(None, tmp_path / "run", resume=True, progress=False)
     assert first.test is None and (again.steps, again.test) == (4, None)
+    summary = tmp_path / "run" / "summary.json"
+    older = {k: v for k, v in json.loads(summary.read_text()).items() if k != "train_img_s"}
+    summary.write_text(json.dumps(older))  # a summary without a field: finished again, not trusted
+    assert train(None, tmp_path / "run", resume=True, progress=False).steps == 4
+    assert "train_img_s" in json.loads(summary.read_text())

@@ -96,18 +96,20 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
 
 
 def finished_result(out: Path) -> TrainResult | None:
-    """The outcome of a finished run in `out` (its summary.json), or None if it is not finished."""
+    """The outcome of a finished run in `out` (its summary.json), or None if it is not finished.
+
+    The summary keeps no confusion matrix (K x K numbers); the result's is empty."""
     try:
         summary = json.loads((out / "summary.json").read_text())
         if summary["steps"] != Checkpoint.read(out / "last.pt").step:
             return None  # a finished run extended and stopped again
-    except (OSError, ValueError, KeyError):
-        return None
-    t = summary.get("test")
-    test = None if t is None else EvalResult(t["n"], t["loss"], t["top1"], t["top5"], t["per_class"],
-                                             torch.zeros(0, 0, dtype=torch.int64))
-    return TrainResult(out, summary["steps"], summary.get("best_val_acc"), test, summary.get("train_seconds", 0.0),
-                       summary.get("train_img_s", 0.0))
+        t = summary["test"]
+        test = None if t is None else EvalResult(t["n"], t["loss"], t["top1"], t["top5"], t["per_class"],
+                                                 torch.zeros(0, 0, dtype=torch.int64))
+        return TrainResult(out, summary["steps"], summary["best_val_acc"], test, summary["train_seconds"],
+                           summary["train_img_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no summary, or one this version does not write: the run is resumed and finished again
 
 
 def _run(run: Run, progress: bool, on_step: Callable[[int], None] | None) -> TrainResult:
