@@ -447,8 +447,8 @@ def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
     assert compiled["bn1.num_batches_tracked"].item() == 6
 
 
-def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, digits_data, monkeypatch):
-    """Weights that went to inf before the loss did: last.pt keeps the last finite step."""
+def _poison_fifth_update(monkeypatch):
+    """The update of step 5 sets a weight to inf; the loss shows it at step 6."""
     import reslab.train.step as step
 
     real = step.optimizer_step
@@ -457,11 +457,16 @@ def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, 
     def poison_fifth(opt, model, cfg, scaler):
         real(opt, model, cfg, scaler)
         calls["n"] += 1
-        if calls["n"] == 5:  # the update of step 5 blows up; the loss shows it at step 6
+        if calls["n"] == 5:
             with torch.no_grad():
                 next(model.parameters()).fill_(float("inf"))
 
     monkeypatch.setattr(step, "optimizer_step", poison_fifth)
+
+
+def test_diverged_weights_are_not_saved_over_the_last_good_checkpoint(tmp_path, digits_data, monkeypatch):
+    """Weights that went to inf before the loss did: last.pt keeps the last finite step."""
+    _poison_fifth_update(monkeypatch)
     with pytest.raises(NonFiniteLoss, match="the weights had diverged: .*keeps step 4"):
         train(tiny(iters=30, ckpt_every=2), tmp_path / "inf", progress=False, data=digits_data)
     ckpt = load_checkpoint(tmp_path / "inf" / "last.pt")
@@ -499,19 +504,7 @@ def test_a_diverged_ema_is_not_saved_over_the_last_good_checkpoint(tmp_path, dig
 
 
 def test_weights_diverged_before_any_checkpoint_leave_nothing_to_resume(tmp_path, digits_data, monkeypatch):
-    import reslab.train.step as step
-
-    real = step.optimizer_step
-    calls = {"n": 0}
-
-    def poison_fifth(opt, model, cfg, scaler):
-        real(opt, model, cfg, scaler)
-        calls["n"] += 1
-        if calls["n"] == 5:
-            with torch.no_grad():
-                next(model.parameters()).fill_(float("inf"))
-
-    monkeypatch.setattr(step, "optimizer_step", poison_fifth)
+    _poison_fifth_update(monkeypatch)
     with pytest.raises(NonFiniteLoss) as e:
         train(tiny(iters=30), tmp_path / "inf", progress=False, data=digits_data)
     assert "; stopped; the weights had diverged before the first checkpoint: nothing to resume; lower lr" in str(e.value)
