@@ -72,6 +72,8 @@ def test_train_order_is_seeded_permutation_per_epoch():
     ep1 = torch.cat([x[:, 0, 0, 0] for x, _ in a])  # the epoch advanced by itself
     assert sorted(ep0.round().long().tolist()) == list(range(50))
     assert not torch.equal(ep0, ep1)
+    for epoch, seen in ((0, ep0), (1, ep1)):  # pass k is epoch k's order (image i has pixel value i)
+        assert torch.equal(seen.round().long(), a.order(epoch)[: len(seen)])
     assert torch.equal(ep0, torch.cat([x[:, 0, 0, 0] for x, _ in b]))
     assert not torch.equal(ep0, torch.cat([x[:, 0, 0, 0] for x, _ in c]))
 

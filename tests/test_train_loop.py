@@ -538,9 +538,11 @@ def test_teacher_targets_run_under_the_runs_autocast():
 
 def test_resuming_a_finished_run_without_a_test_split_returns_no_test_figures(tmp_path, digits_data):
     first = train(tiny(iters=4, test=False), tmp_path / "run", progress=False, data=digits_data)
+    summary = tmp_path / "run" / "summary.json"
+    written = summary.read_bytes()
     again = train(None, tmp_path / "run", resume=True, progress=False)
     assert first.test is None and (again.steps, again.test) == (4, None)
-    summary = tmp_path / "run" / "summary.json"
+    assert summary.read_bytes() == written  # read back, not finished a second time
     older = {k: v for k, v in json.loads(summary.read_text()).items() if k != "train_img_s"}
     summary.write_text(json.dumps(older))  # a summary without a field: finished again, not trusted
     assert train(None, tmp_path / "run", resume=True, progress=False).steps == 4
