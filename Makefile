@@ -32,13 +32,17 @@ bench: install
 
 # Mutation testing (hours on 2 cores, not in CI): the modules and tests are in pyproject.toml's
 # [tool.mutmut]; it resumes where it stopped. Score and accepted survivors: docs/mutants.md.
+# A run without results of its own starts from the verdicts saved in benchmarks/results/mutants.json
+# (`python benchmarks/mutants.py save` keeps a run's; mutmut drops those of changed functions).
 # mutmut copies a file into mutants/ only once: the current sources go there first (same mtime, so
 # the modules under test are mutated afresh; results stay for every function whose source is unchanged).
 mutants: install
 	$(BIN)/python -m pip install -q -c constraints.txt 'mutmut>=3.8'
-	if [ -d mutants ]; then cp -rp src tests mutants/; fi
+	$(BIN)/python benchmarks/mutants.py restore
+	mkdir -p mutants && cp -rp src tests mutants/
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(WORKERS)
-	$(BIN)/python benchmarks/mutants_table.py mutants
+	$(BIN)/python benchmarks/mutants.py save
+	$(BIN)/python benchmarks/mutants.py table
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
