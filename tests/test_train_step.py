@@ -146,6 +146,33 @@ def test_evaluate_averages_mirrors_keeps_rows_in_order_and_restores_the_mode():
         evaluate(FirstRow(), [], 3)
 
 
+def test_evaluate_runs_the_model_under_the_given_autocast():
+    """bf16 evaluation: the model runs under autocast (a Linear's output is bf16 there), and the
+    figures are computed from the logits cast back to float32."""
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            seen.append(out.dtype)
+            return out
+
+    torch.manual_seed(0)
+    model, x, y = Probe(), torch.randn(4, 3, 1, 1), torch.tensor([0, 1, 2, 0])
+    r = evaluate(model, [(x, y)], 3, amp=torch.bfloat16, keep_logits=True)
+    assert seen == [torch.bfloat16] and r.logits.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x).float()
+    torch.testing.assert_close(r.logits, want, rtol=0, atol=0)
+    seen.clear()
+    evaluate(model, [(x, y)], 3)
+    assert seen == [torch.float32]
+
+
 def test_a_run_that_peaks_early_reports_tests_and_exports_best(tmp_path):
     """The lr climbs to a value that wrecks the net: validation peaks early, so best.pt is not
     last.pt, and the test figure, summary and model.safetensors must all come from best.pt."""
