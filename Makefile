@@ -32,6 +32,7 @@ bench: install
 
 # Mutation testing (hours on 2 cores, not in CI): the modules and tests are in pyproject.toml's
 # [tool.mutmut]; it resumes where it stopped. Score and accepted survivors: docs/mutants.md.
+# MODULES="train/step.py evaluate.py" tries only the mutants of those modules not tried yet.
 # A run without results of its own starts from the verdicts saved in benchmarks/results/mutants.json
 # (`python benchmarks/mutants.py save` keeps a run's; mutmut drops those of changed functions).
 # mutmut copies a file into mutants/ only once: the current sources go there first (same mtime, so
@@ -40,7 +41,8 @@ mutants: install
 	$(BIN)/python -m pip install -q -c constraints.txt 'mutmut>=3.8'
 	$(BIN)/python benchmarks/mutants.py restore
 	mkdir -p mutants && cp -rp src tests mutants/
-	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(WORKERS)
+	names=$$($(if $(MODULES),$(BIN)/python benchmarks/mutants.py unchecked $(MODULES),true)) && \
+	  OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(WORKERS) $$names
 	$(BIN)/python benchmarks/mutants.py save
 	$(BIN)/python benchmarks/mutants.py table
 

@@ -4,6 +4,7 @@ lets a run continue on another machine.
     python benchmarks/mutants.py table [mutants/ | results.json]   # after (or during) a run
     python benchmarks/mutants.py save [mutants/] [results.json]      # keep the verdicts so far
     python benchmarks/mutants.py restore [results.json] [mutants/]   # before `mutmut run`
+    python benchmarks/mutants.py unchecked train/step.py ...        # names not tried yet
 
 mutmut keeps one `<module>.py.meta` per mutated file under `mutants/src/`: each mutant's exit code
 and a hash of each function's source. `save` writes both to one JSON file
@@ -80,6 +81,16 @@ def restore(results: str = RESULTS, root: str = "mutants") -> None:
     print(f"restored the results of {len(modules)} modules from {results} into {src}")
 
 
+def unchecked(*modules: str) -> None:
+    """The mutants of these modules (as in the table: train/step.py) that the run has not tried:
+    `mutmut run` given names tries just those (given a pattern it tries its matches again)."""
+    names = [k for name, data in read("mutants").items() if name.removeprefix("reslab/") in modules
+             for k, c in data["exit_code_by_key"].items() if c is None]
+    if not names:
+        sys.exit(f"error: no mutant of {' '.join(modules)} is left to try (module names as in the table)")
+    print("\n".join(names))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:] or ["table"]
-    {"table": table, "save": save, "restore": restore}[command](*args)
+    {"table": table, "save": save, "restore": restore, "unchecked": unchecked}[command](*args)
