@@ -35,6 +35,8 @@ def test_round_trip_and_previous_kept(tmp_path):
         save_checkpoint(payload(step), tmp_path / "model.pt", keep_previous=False)
     assert load_checkpoint(tmp_path / "best.prev.pt")["state"]["step"] == 1
     assert sorted(f.name for f in tmp_path.iterdir()) == ["best.prev.pt", "best.pt", "last.pt", "model.pt", "prev.pt"]
+    nested = save_checkpoint(payload(3), tmp_path / "new" / "run" / "last.pt")  # folders made as needed
+    assert load_checkpoint(nested)["state"]["step"] == 3
 
 
 def test_flipped_byte_is_detected(tmp_path):
@@ -107,10 +109,15 @@ def test_rng_states_round_trip():
     np.random.standard_normal()  # ... until this draw makes two and keeps the second: part of the state
     state = rng_state()
     assert state["numpy"]["has_gauss"] == 1
+    assert state["numpy"]["key"].dtype == torch.int64  # the file format: numpy's uint32 key, exact
     a = (torch.rand(3), random.random(), np.random.standard_normal(), np.random.rand())
     set_rng_state(state)
     b = (torch.rand(3), random.random(), np.random.standard_normal(), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+    # Python's state as nested lists (as earlier files hold it) restores the same
+    version, internal, gauss = state["python"]
+    set_rng_state({**state, "python": [version, list(internal), gauss]})
+    assert random.random() == a[1]
 
 
 def test_the_digest_encoding_is_fixed():

@@ -103,6 +103,9 @@ def test_schedule_edges_clamp_and_refuse():
     long_warm = TrainConfig(schedule="cosine", lr=0.1, warmup_iters=50, warmup_start=0.0, iters=5)
     assert lr_curve(long_warm, 5) == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])
     assert lr_at(long_warm, -3, 5) == 0.0 and lr_at(long_warm, 99, 5) == lr_at(long_warm, 5, 5)
+    # the one step after that warm-up is the whole decay: 0 at the end, for either decaying schedule
+    for schedule in ("cosine", "onecycle"):
+        assert lr_at(TrainConfig(**{**long_warm.to_dict(), "schedule": schedule}), 5, 5) == pytest.approx(0.0, abs=1e-12)
     one = TrainConfig(schedule="cosine", lr=0.1, iters=1)
     assert lr_curve(one, 1) == [pytest.approx(0.1)]  # a one-step run starts at the full lr
     with pytest.raises(ValueError) as e:

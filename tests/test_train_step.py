@@ -106,7 +106,7 @@ def test_evaluate_counts_by_hand():
     y = torch.tensor([0, 0, 1, 2, 3, 2])
     r = evaluate(_Logits(), [(logits[:4], y[:4]), (logits[4:], y[4:])], num_classes=4)
     assert r.confusion.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0]]
-    assert r.top1 == pytest.approx(3 / 6)
+    assert r.top1 == pytest.approx(3 / 6) and r.top5 == 1.0  # counted over both batches
     assert r.per_class == pytest.approx([0.5, 1.0, 0.5, 0.0])
     # top-5 with 4 classes is every hit; check top-k on a 7-class case where the truth ranks 2nd-5th or 6th
     logits7 = torch.tensor([[7., 6., 5., 4., 3., 2., 1.]] * 3)

@@ -163,7 +163,7 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": _to_plain(random.getstate()),
+        "python": random.getstate(),
         "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
     }
@@ -181,11 +181,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _to_plain(x: Any) -> Any:
-    return [_to_plain(v) for v in x] if isinstance(x, tuple | list) else x
-
-
 def _to_tuple(x: Any) -> Any:
+    # earlier checkpoints hold Python's RNG state as nested lists; random.setstate wants tuples
     return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
 
 
