@@ -95,6 +95,27 @@ class _Logits(nn.Module):
         return x
 
 
+def test_a_scaled_step_clips_the_unscaled_gradient():
+    """fp16's loss scaler (a CPU GradScaler here): the gradient is unscaled before its norm is
+    clipped, so the step is the one plain SGD takes from the clipped true gradient."""
+    from reslab.train.step import optimizer_step
+
+    torch.manual_seed(0)
+    w0, x = torch.randn(4), torch.randn(4)
+    grad = 3 * x  # of loss = 3 * (w . x); norm well above the clip
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(w0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(3 * model(x[None]).sum()).backward()
+    assert torch.allclose(model.weight.grad[0], 1024 * grad)
+    optimizer_step(opt, model, _cfg(grad_clip=1.0), scaler)
+    want = w0 - 0.1 * grad / grad.norm()
+    torch.testing.assert_close(model.weight.detach()[0], want, rtol=1e-5, atol=1e-6)
+    assert model.weight.grad is None and scaler.get_scale() == 1024.0  # no inf: the scale stays
+
+
 def test_evaluate_counts_by_hand():
     # 4 classes, 6 samples; rows of the confusion matrix are the true classes
     logits = torch.tensor([[9., 1., 0., 0.],   # true 0, predicted 0
