@@ -116,6 +116,43 @@ def test_a_scaled_step_clips_the_unscaled_gradient():
     assert model.weight.grad is None and scaler.get_scale() == 1024.0  # no inf: the scale stays
 
 
+def test_one_train_step_by_hand_distilled_scaled_and_non_finite():
+    """`train_step` with a teacher's soft targets, with and without fp16's loss scaler (a CPU
+    GradScaler): the loss and the step are those written from the formulas; a non-finite loss
+    takes no step and leaves no gradient."""
+    from reslab.train.step import SoftTargets, train_step
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    w0, teacher = torch.randn(3, 4), torch.randn(6, 3)
+    t, alpha = 4.0, 0.7
+    w = w0.clone().requires_grad_()
+    z = x @ w.T
+    p_teacher = F.softmax(teacher / t, 1)
+    kd = (p_teacher * (p_teacher.log() - F.log_softmax(z / t, 1))).sum(1).mean() * t * t
+    want_loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd
+    want_loss.backward()
+    want_w = w0 - 0.1 * w.grad  # SGD's first step, momentum buffer = gradient
+
+    def fresh():
+        model = nn.Linear(4, 3, bias=False)
+        with torch.no_grad():
+            model.weight.copy_(w0)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    cfg = _cfg(label_smoothing=0.0, grad_clip=None)
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=1024.0)):
+        model, opt = fresh()
+        loss, correct = train_step(model, opt, x, y, cfg, None, scaler, SoftTargets(teacher, alpha, t))
+        assert loss == pytest.approx(want_loss.item(), rel=1e-6)
+        assert correct.item() == (z.argmax(1) == y).sum().item()
+        torch.testing.assert_close(model.weight.detach(), want_w, rtol=1e-5, atol=1e-6)
+        assert model.weight.grad is None
+    model, opt = fresh()
+    loss, _ = train_step(model, opt, torch.full_like(x, float("nan")), y, cfg, None, None)
+    assert loss != loss and model.weight.grad is None and torch.equal(model.weight.detach(), w0)
+
+
 def test_evaluate_counts_by_hand():
     # 4 classes, 6 samples; rows of the confusion matrix are the true classes
     logits = torch.tensor([[9., 1., 0., 0.],   # true 0, predicted 0
