@@ -153,6 +153,25 @@ def test_one_train_step_by_hand_distilled_scaled_and_non_finite():
     assert loss != loss and model.weight.grad is None and torch.equal(model.weight.detach(), w0)
 
 
+def test_a_sharpness_aware_train_step_runs_both_passes_under_the_runs_autocast():
+    from reslab.train.step import train_step
+
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            out = super().forward(x)
+            seen.append(out.dtype)
+            return out
+
+    torch.manual_seed(0)
+    model = Probe(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, opt, torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]), _cfg(sam_rho=0.05),
+               torch.bfloat16, None)
+    assert seen == [torch.bfloat16, torch.bfloat16]  # the step's pass, then SAM's at the climbed weights
+
+
 def test_evaluate_counts_by_hand():
     # 4 classes, 6 samples; rows of the confusion matrix are the true classes
     logits = torch.tensor([[9., 1., 0., 0.],   # true 0, predicted 0
