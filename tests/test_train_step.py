@@ -118,21 +118,26 @@ def test_a_scaled_step_clips_the_unscaled_gradient():
 
 def test_one_train_step_by_hand_distilled_scaled_and_non_finite():
     """`train_step` with a teacher's soft targets, with and without fp16's loss scaler (a CPU
-    GradScaler): the loss and the step are those written from the formulas; a non-finite loss
-    takes no step and leaves no gradient."""
+    GradScaler) and SAM: the loss and the step are those written from the formulas; a
+    non-finite loss takes no step and leaves no gradient."""
     from reslab.train.step import SoftTargets, train_step
 
     torch.manual_seed(0)
     x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
     w0, teacher = torch.randn(3, 4), torch.randn(6, 3)
-    t, alpha = 4.0, 0.7
-    w = w0.clone().requires_grad_()
-    z = x @ w.T
+    t, alpha, rho = 4.0, 0.7, 0.05
     p_teacher = F.softmax(teacher / t, 1)
-    kd = (p_teacher * (p_teacher.log() - F.log_softmax(z / t, 1))).sum(1).mean() * t * t
-    want_loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd
-    want_loss.backward()
-    want_w = w0 - 0.1 * w.grad  # SGD's first step, momentum buffer = gradient
+
+    def loss_and_grad(w):
+        w = w.clone().requires_grad_()
+        z = x @ w.T
+        kd = (p_teacher * (p_teacher.log() - F.log_softmax(z / t, 1))).sum(1).mean() * t * t
+        loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd
+        return loss.item(), torch.autograd.grad(loss, w)[0], (z.argmax(1) == y).sum().item()
+
+    want_loss, g, want_correct = loss_and_grad(w0)
+    want = {None: w0 - 0.1 * g,  # SGD's first step, momentum buffer = gradient
+            rho: w0 - 0.1 * loss_and_grad(w0 + rho * g / g.norm())[1]}  # SAM: the gradient up the climb
 
     def fresh():
         model = nn.Linear(4, 3, bias=False)
@@ -140,16 +145,17 @@ def test_one_train_step_by_hand_distilled_scaled_and_non_finite():
             model.weight.copy_(w0)
         return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
-    cfg = _cfg(label_smoothing=0.0, grad_clip=None)
-    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=1024.0)):
-        model, opt = fresh()
-        loss, correct = train_step(model, opt, x, y, cfg, None, scaler, SoftTargets(teacher, alpha, t))
-        assert loss == pytest.approx(want_loss.item(), rel=1e-6)
-        assert correct.item() == (z.argmax(1) == y).sum().item()
-        torch.testing.assert_close(model.weight.detach(), want_w, rtol=1e-5, atol=1e-6)
-        assert model.weight.grad is None
+    for sam in (None, rho):
+        cfg = _cfg(label_smoothing=0.0, grad_clip=None, sam_rho=sam)
+        for scaler in (None, torch.amp.GradScaler("cpu", init_scale=1024.0)):
+            model, opt = fresh()
+            loss, correct = train_step(model, opt, x, y, cfg, None, scaler, SoftTargets(teacher, alpha, t))
+            assert loss == pytest.approx(want_loss, rel=1e-6) and correct.item() == want_correct
+            torch.testing.assert_close(model.weight.detach(), want[sam], rtol=1e-5, atol=1e-6)
+            assert model.weight.grad is None
+    assert not torch.allclose(want[None], want[rho])
     model, opt = fresh()
-    loss, _ = train_step(model, opt, torch.full_like(x, float("nan")), y, cfg, None, None)
+    loss, _ = train_step(model, opt, torch.full_like(x, float("nan")), y, _cfg(), None, None)
     assert loss != loss and model.weight.grad is None and torch.equal(model.weight.detach(), w0)
 
 
