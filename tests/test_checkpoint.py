@@ -66,8 +66,23 @@ def test_a_corrupt_checkpoint_without_a_previous_one_says_so_in_one_line(tmp_pat
 def test_truncated_file_is_detected(tmp_path):
     p = save_checkpoint(payload(1), tmp_path / "best.pt")
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    with pytest.raises(ReslabError, match="corrupt or truncated"):
+    with pytest.raises(ReslabError, match=r"^checkpoint .*best\.pt is corrupt or truncated"):
         load_checkpoint(p)
+
+
+def test_map_location_reaches_torch_load(tmp_path):
+    """torch.load's callable form of map_location sees every stored tensor (a GPU checkpoint
+    opened on a CPU-only machine goes through the same argument)."""
+    p = save_checkpoint(payload(1), tmp_path / "last.pt")
+    seen = []
+
+    def to_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    loaded = load_checkpoint(p, map_location=to_cpu)
+    assert seen and set(seen) == {"cpu"}
+    assert torch.equal(loaded["model"]["w"], payload(1)["model"]["w"])
 
 
 def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):

@@ -88,6 +88,41 @@ def test_first_step_follows_the_recipe(tmp_path, settings):
     assert not torch.allclose(after["fc.weight"], other["fc.weight"], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_optimizer_gets_every_setting(name):
+    """Both optimizers: lr, momentum/Nesterov or betas, foreach, and weight decay on the weights
+    only (decay_norm_and_bias=False); AdamW's first step checked by hand, since an omitted
+    weight_decay would fall back to AdamW's own default of 0.01, not 0."""
+    from reslab.train.step import build_optimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    cfg = _cfg(optimizer=name, lr=0.03, momentum=0.8, nesterov=name == "sgd", betas=(0.8, 0.95),
+               weight_decay=0.2, decay_norm_and_bias=False, foreach=False)
+    opt = build_optimizer(model, cfg)
+    assert type(opt) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name]
+    decay, spared = opt.param_groups
+    assert [id(p) for p in decay["params"]] == [id(model[0].weight)]
+    assert {id(p) for p in spared["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}
+    assert (decay["weight_decay"], spared["weight_decay"]) == (0.2, 0.0)
+    for group in opt.param_groups:
+        assert group["lr"] == 0.03 and group["foreach"] is False
+        if name == "sgd":
+            assert group["momentum"] == 0.8 and group["nesterov"] is True
+        else:
+            assert group["betas"] == (0.8, 0.95)
+    if name == "adamw":
+        before = [p.detach().clone() for p in model.parameters()]
+        model(torch.randn(8, 3)).square().mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        for p, p0, g in zip(model.parameters(), before, grads, strict=True):
+            wd = 0.2 if p.ndim > 1 else 0.0
+            # Adam's bias-corrected first step is g / (|g| + eps); the decay is decoupled
+            want = p0 * (1 - 0.03 * wd) - 0.03 * g / (g.abs() + 1e-8)
+            torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-6)
+
+
 class _Logits(nn.Module):
     """A 'model' whose input is already its logits."""
 
@@ -116,10 +151,11 @@ def test_a_scaled_step_clips_the_unscaled_gradient():
     assert model.weight.grad is None and scaler.get_scale() == 1024.0  # no inf: the scale stays
 
 
+@pytest.mark.filterwarnings("error")  # e.g. a softmax without its dim: a warning on every step
 def test_one_train_step_by_hand_distilled_scaled_and_non_finite():
     """`train_step` with a teacher's soft targets, with and without fp16's loss scaler (a CPU
-    GradScaler) and SAM: the loss and the step are those written from the formulas; a
-    non-finite loss takes no step and leaves no gradient."""
+    GradScaler) and SAM: the loss and the step are those written from the formulas, and no
+    warning is raised; a non-finite loss takes no step and leaves no gradient."""
     from reslab.train.step import SoftTargets, train_step
 
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ def _digest(obj: Any, h: Any) -> None:
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
         # view as bytes: works for every dtype including bf16, which numpy lacks
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     elif isinstance(obj, dict):
         h.update(b"D%d" % len(obj))
         for k in sorted(obj, key=repr):
