@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -338,13 +339,62 @@ def test_non_finite_loss_stops_with_the_last_good_step(tmp_path, digits_data, mo
         return loss * float("nan") if calls["n"] == 6 else loss
 
     monkeypatch.setattr(step.F, "cross_entropy", nan_on_sixth)
-    with pytest.raises(NonFiniteLoss, match="loss became nan at step 5"):
+    with pytest.raises(NonFiniteLoss) as e:
         train(tiny(iters=30), tmp_path / "nan", progress=False, data=digits_data)
+    assert re.fullmatch(r"loss became nan at step 5 \(lr 0\.\d+\); stopped; last good step saved to "
+                        rf"{re.escape(str(tmp_path / 'nan' / 'last.pt'))}; lower lr or set grad_clip", str(e.value))
     ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert ckpt["state"]["step"] == 5  # the five good steps, not the poisoned sixth
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     events = [r for r in _steps(tmp_path / "nan") if r["kind"] == "event"]
-    assert "non-finite" in events[-1]["message"]
+    assert (events[-1]["step"], events[-1]["message"]) == (5, "non-finite loss nan")
+
+
+def test_a_run_prints_plain_progress_lines_and_its_result(tmp_path, digits_data, capsys):
+    """Off a terminal (logs, CI, pipes): a line every log_every steps and one per epoch on
+    stderr, the result on stdout; resuming a finished run says so."""
+    out = tmp_path / "r"
+    result = train(tiny(iters=16, log_every=8), out, data=digits_data)
+    printed = capsys.readouterr()
+    num = r"\d+\.\d+(?:e-\d+)?"
+    lines = printed.err.splitlines()
+    assert len(lines) == 3, lines
+    for line, step in zip(lines[:2], (8, 16), strict=True):
+        assert re.fullmatch(rf"r {step}/16  loss {num}  lr {num}  epoch 0", line), line
+    assert re.fullmatch(rf"epoch 0  step 16  loss {num}  train_acc {num}  val_acc {num}  \d+ img/s", lines[2])
+    assert f"val_acc {result.best_val_acc:.4f}" in lines[2]
+    assert printed.out == (f"done: 16 steps in {result.seconds:.0f} s ({result.images_per_s:.0f} img/s), "
+                           f"test acc {result.test.top1:.4f}; weights {out / 'model.safetensors'}\n")
+    train(None, out, resume=True)
+    assert capsys.readouterr().out == f"{out} is finished (16 steps); nothing to do\n"
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_stops_at_the_step_boundary_and_twice_at_once(tmp_path, digits_data, monkeypatch, signals):
+    """SIGINT while step 3 is computed: once, the step completes and the run is checkpointed
+    after it; twice, the run stops at once, keeping step 2. Either way the line says how to resume."""
+    import reslab.train.loop as loop
+
+    real, calls = loop.train_step, {"n": 0}
+
+    def interrupted_third_step(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", interrupted_third_step)
+    out, handler = tmp_path / "r", signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(tiny(iters=10), out, progress=False, data=digits_data)
+    kept = 3 if signals == 1 else 2
+    assert str(e.value) == (f"interrupted at step {kept}; checkpoint {out / 'last.pt'}; "
+                            f"resume with: reslab train --resume {out}")
+    assert load_checkpoint(out / "last.pt")["state"]["step"] == kept
+    events = [(r["step"], r["message"]) for r in _steps(out) if r["kind"] == "event"]
+    assert events == [(kept, "interrupted; checkpoint saved")]
+    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
 
 
 def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
