@@ -367,10 +367,16 @@ def test_a_run_prints_plain_progress_lines_and_its_result(tmp_path, digits_data,
                            f"test acc {result.test.top1:.4f}; weights {out / 'model.safetensors'}\n")
     train(None, out, resume=True)
     assert capsys.readouterr().out == f"{out} is finished (16 steps); nothing to do\n"
+    # without validation or test split: the lines leave those figures out
+    result = train(tiny(iters=8, log_every=8, val_size=0, test=False), tmp_path / "bare")
+    printed = capsys.readouterr()
+    assert re.fullmatch(rf"epoch 0  step 8  loss {num}  train_acc {num}  \d+ img/s", printed.err.splitlines()[-1])
+    assert printed.out == (f"done: 8 steps in {result.seconds:.0f} s ({result.images_per_s:.0f} img/s); "
+                           f"weights {tmp_path / 'bare' / 'model.safetensors'}\n")
 
 
 @pytest.mark.parametrize("signals", [1, 2])
-def test_ctrl_c_stops_at_the_step_boundary_and_twice_at_once(tmp_path, digits_data, monkeypatch, signals):
+def test_ctrl_c_stops_at_the_step_boundary_and_twice_at_once(tmp_path, digits_data, monkeypatch, signals, capsys):
     """SIGINT while step 3 is computed: once, the step completes and the run is checkpointed
     after it; twice, the run stops at once, keeping step 2. Either way the line says how to resume."""
     import reslab.train.loop as loop
@@ -395,6 +401,7 @@ def test_ctrl_c_stops_at_the_step_boundary_and_twice_at_once(tmp_path, digits_da
     events = [(r["step"], r["message"]) for r in _steps(out) if r["kind"] == "event"]
     assert events == [(kept, "interrupted; checkpoint saved")]
     assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
+    assert capsys.readouterr() == ("", "")  # progress=False prints nothing
 
 
 def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
