@@ -71,6 +71,7 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
         assert len(json.loads(meta["classes"])) == 10 and meta["model_name"] == "resnet20"
         best = load_checkpoint(run / "best.pt")
         assert torch.equal(f.get_tensor("fc.weight"), best["model"]["fc.weight"])
+    assert load_checkpoint(run / "last.pt")["schedule"] == {"name": "cosine", "step": 40, "total_steps": 40}
     # resuming the finished run trains nothing and returns its figures, read back from summary.json
     again = train(None, run, resume=True, progress=False)
     assert (again.run_dir, again.steps, again.best_val_acc) == (run, 40, result.best_val_acc)
