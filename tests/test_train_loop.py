@@ -605,3 +605,35 @@ def test_resuming_a_finished_run_without_a_test_split_returns_no_test_figures(tm
     summary.write_text(json.dumps(older))  # a summary without a field: finished again, not trusted
     assert train(None, tmp_path / "run", resume=True, progress=False).steps == 4
     assert "train_img_s" in json.loads(summary.read_text())
+
+
+def test_a_rank_other_than_the_first_writes_nothing(tmp_path, digits_data):
+    from reslab.runtime import Dist
+    from reslab.train.setup import setup
+
+    out = tmp_path / "run"
+    run = setup(tiny(), out, resume=False, splits=digits_data, dist=Dist(rank=1))
+    assert run.save("last.pt") is None
+    run.log.write("event", step=0, message="not written")
+    assert not out.exists()  # no directory, config.json, metrics.jsonl or checkpoint on rank 1
+    main = setup(tiny(), out, resume=False, splits=digits_data, dist=Dist(rank=0))
+    assert main.save("last.pt") == out / "last.pt"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "last.pt"]
+
+
+def test_the_loss_scale_of_an_fp16_run_is_checkpointed_and_restored(tmp_path, digits_data):
+    # fp16 autocast, and with it a GradScaler, needs CUDA; the scaler's state round-trips the same on CPU
+    from reslab.runtime import Dist
+    from reslab.train.rundir import Checkpoint
+    from reslab.train.setup import setup
+
+    run = setup(tiny(), tmp_path / "run", resume=False, splits=digits_data, dist=Dist())
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    ckpt = Checkpoint.read(run.save("last.pt"))
+    assert (ckpt.scaler["scale"], ckpt.scaler["growth_interval"]) == (1024.0, 7)
+    other = setup(tiny(), tmp_path / "other", resume=False, splits=digits_data, dist=Dist())
+    other.scaler = torch.amp.GradScaler("cpu")  # 65536 and 2000 until restored
+    other.restore(ckpt)
+    assert (other.scaler.get_scale(), other.scaler.get_growth_interval()) == (1024.0, 7)
+    other.scaler = None  # a run without a scaler ignores the checkpoint's
+    other.restore(ckpt)
