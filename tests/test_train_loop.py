@@ -60,7 +60,9 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
     seconds = epochs[0]["seconds"]
     assert 0 < seconds < 600 and seconds == round(seconds, 2) and epochs[0]["img_s"] == pytest.approx(
         40 * 32 / seconds, rel=0.02)
-    steps = [r for r in records if r["kind"] == "step"]  # batches of 32 each: the epoch means are the steps' means
+    steps = [r for r in records if r["kind"] == "step"]  # each step's img_s: the epoch's images so far per second
+    assert steps[-1]["img_s"] == pytest.approx(epochs[0]["img_s"], rel=0.1) and steps[0]["img_s"] > 0
+    # batches of 32 each: the epoch means are the steps' means
     assert epochs[0]["train_loss"] == pytest.approx(sum(r["loss"] for r in steps) / 40, rel=1e-6)
     assert epochs[0]["train_acc"] == pytest.approx(sum(r["acc"] for r in steps) / 40, rel=1e-6)
     # safetensors holds the chosen weights with everything predict needs in its metadata
@@ -412,6 +414,23 @@ def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
     assert lrs[0] == 0.01 and lrs[-1] == 0.1
     switch = lrs.index(0.1)
     assert all(v == 0.01 for v in lrs[:switch]) and all(v == 0.1 for v in lrs[switch:])
+    err = 1.0  # the warm-up ends once a 20-step running mean of the batch error is under 0.8
+    accs = [r["acc"] for r in _steps(tmp_path / "w") if r["kind"] == "step"]
+    ended = next(i for i, acc in enumerate(accs) if (err := 0.95 * err + 0.05 * (1 - acc)) < 0.8)
+    assert switch == ended + 1 and load_checkpoint(tmp_path / "w" / "last.pt")["state"]["warmup_done"]
+
+
+def test_validation_every_other_epoch_and_at_the_end(tmp_path, digits_data):
+    # 1,317 training images in batches of 128: 10 steps an epoch; 25 steps end a third epoch early
+    result = train(tiny(iters=25, batch_size=128, eval_every=2), tmp_path / "run", progress=False, data=digits_data)
+    assert result.images_per_s * result.seconds == pytest.approx(25 * 128)  # every epoch's images
+    epochs = [r for r in _steps(tmp_path / "run") if r["kind"] == "epoch"]
+    assert [(r["step"], r["epoch"], "val_acc" in r) for r in epochs] == [(10, 0, False), (20, 1, True),
+                                                                        (25, 2, True)]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert (state["epoch"], state["batch"]) == (2, 5)
+    best = max(epochs[1:], key=lambda r: r["val_acc"])
+    assert (state["best_step"], state["best_acc"]) == (best["step"], best["val_acc"])
 
 
 def test_distillation_loss_matches_its_definition():
