@@ -656,3 +656,15 @@ def test_the_loss_scale_of_an_fp16_run_is_checkpointed_and_restored(tmp_path, di
     assert (other.scaler.get_scale(), other.scaler.get_growth_interval()) == (1024.0, 7)
     other.scaler = None  # a run without a scaler ignores the checkpoint's
     other.restore(ckpt)
+
+
+def test_the_first_epoch_to_reach_the_best_validation_accuracy_is_chosen(tmp_path, digits_data, monkeypatch):
+    import reslab.train.loop as loop
+
+    figures = iter([0.5, 0.7, 0.7, 0.6])  # epochs 0-3 (10 steps each): a tie for the best at steps 20 and 30
+    monkeypatch.setattr(loop, "_validate", lambda run: {"val_loss": 1.0, "val_acc": next(figures), "val_top5": 1.0})
+    result = train(tiny(iters=40, batch_size=128, test=False), tmp_path / "run", progress=False, data=digits_data)
+    assert result.best_val_acc == 0.7
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert (state["best_step"], state["best_acc"], load_checkpoint(tmp_path / "run" / "best.pt")["state"]["step"]) == (
+        20, 0.7, 20)
