@@ -668,3 +668,34 @@ def test_the_first_epoch_to_reach_the_best_validation_accuracy_is_chosen(tmp_pat
     state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
     assert (state["best_step"], state["best_acc"], load_checkpoint(tmp_path / "run" / "best.pt")["state"]["step"]) == (
         20, 0.7, 20)
+
+
+def test_validation_and_test_figures_are_the_emas_under_the_runs_autocast(tmp_path, digits_data, monkeypatch):
+    import reslab.train.loop as loop
+    from reslab.evaluate import evaluate
+    from reslab.train.rundir import load_trained
+    from reslab.train.splits import make_loader
+
+    plots = []
+    monkeypatch.setattr(loop, "plot_runs", lambda runs, out, title: plots.append((runs, out, title)))
+    cfg = tiny(iters=20, ema_decay=0.9, amp="bf16")
+    result = train(cfg, tmp_path / "run", progress=False, data=digits_data)
+    run = tmp_path / "run"
+    ema = load_trained(run / "last.pt").model  # the EMA's weights, as kept
+    assert not torch.equal(ema.state_dict()["fc.weight"], load_checkpoint(run / "last.pt")["model"]["fc.weight"])
+
+    def figures(ds, amp):
+        return evaluate(ema, make_loader(ds, cfg, False, torch.device("cpu"), batch_size=512), 10, amp)
+
+    val, val_fp32 = figures(digits_data.val, torch.bfloat16), figures(digits_data.val, None)
+    assert val.loss != pytest.approx(val_fp32.loss, rel=1e-5)  # bf16 figures are not fp32's
+    epoch = [r for r in _steps(run) if r["kind"] == "epoch"][-1]
+    assert (epoch["val_acc"], epoch["val_top5"]) == (val.top1, val.top5)
+    assert epoch["val_loss"] == pytest.approx(val.loss, rel=1e-6)
+    test = figures(digits_data.test, torch.bfloat16)  # best.pt is last.pt: one validation
+    assert (result.test.n, result.test.top1, result.test.top5) == (360, test.top1, test.top5)
+    assert result.test.loss == pytest.approx(test.loss, rel=1e-6)
+    records = [{k: v for k, v in r.items() if k != "time"} for r in _steps(run) if r["kind"] == "test"]
+    assert records == [{"kind": "test", "step": 20, "checkpoint": "best.pt", "loss": result.test.loss,
+                        "acc": result.test.top1, "top5": result.test.top5}]
+    assert plots == [([run], run / "curves.png", "resnet20 on digits")]
