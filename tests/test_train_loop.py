@@ -39,7 +39,7 @@ def _steps(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
+def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data, capsys):
     result = train(tiny(iters=40), tmp_path / "run", progress=False, data=digits_data)
     run = tmp_path / "run"
     records = _steps(run)
@@ -76,6 +76,7 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data):
     assert load_checkpoint(run / "last.pt")["schedule"] == {"name": "cosine", "step": 40, "total_steps": 40}
     # resuming the finished run trains nothing and returns its figures, read back from summary.json
     again = train(None, run, resume=True, progress=False)
+    assert capsys.readouterr() == ("", "")  # progress=False: not even the "nothing to do" line
     assert (again.run_dir, again.steps, again.best_val_acc) == (run, 40, result.best_val_acc)
     assert again.test.to_dict()["confusion"] == []  # summary.json keeps no confusion matrix
     assert (again.test.n, again.test.loss, again.test.top1, again.test.top5, again.test.per_class) == (
