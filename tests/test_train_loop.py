@@ -422,15 +422,15 @@ def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
 
 
 def test_validation_every_other_epoch_and_at_the_end(tmp_path, digits_data):
-    # 1,317 training images in batches of 128: 10 steps an epoch; 25 steps end a third epoch early
-    result = train(tiny(iters=25, batch_size=128, eval_every=2), tmp_path / "run", progress=False, data=digits_data)
-    assert result.images_per_s * result.seconds == pytest.approx(25 * 128)  # every epoch's images
+    # 1,317 training images in batches of 128: 10 steps an epoch; 35 steps end a fourth epoch early
+    result = train(tiny(iters=35, batch_size=128, eval_every=2), tmp_path / "run", progress=False, data=digits_data)
+    assert result.images_per_s * result.seconds == pytest.approx(35 * 128)  # every epoch's images
     epochs = [r for r in _steps(tmp_path / "run") if r["kind"] == "epoch"]
     assert [(r["step"], r["epoch"], "val_acc" in r) for r in epochs] == [(10, 0, False), (20, 1, True),
-                                                                        (25, 2, True)]
+                                                                        (30, 2, False), (35, 3, True)]
     state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
-    assert (state["epoch"], state["batch"]) == (2, 5)
-    best = max(epochs[1:], key=lambda r: r["val_acc"])
+    assert (state["epoch"], state["batch"]) == (3, 5)
+    best = max((r for r in epochs if "val_acc" in r), key=lambda r: r["val_acc"])
     assert (state["best_step"], state["best_acc"]) == (best["step"], best["val_acc"])
 
 
@@ -700,3 +700,28 @@ def test_validation_and_test_figures_are_the_emas_under_the_runs_autocast(tmp_pa
     assert records == [{"kind": "test", "step": 20, "checkpoint": "best.pt", "loss": result.test.loss,
                         "acc": result.test.top1, "top5": result.test.top5}]
     assert plots == [([run], run / "curves.png", "resnet20 on digits")]
+
+
+def test_the_runs_autocast_and_the_teachers_targets_reach_every_step(tmp_path, digits_data, digits_teacher,
+                                                                    monkeypatch):
+    import reslab.train.loop as loop
+
+    seen = []
+
+    def targets(teacher, x, cfg, amp):
+        seen.append(("teacher", amp))
+        seen.append(soft := loop_targets(teacher, x, cfg, amp))
+        return soft
+
+    def step(model, opt, x, y, cfg, amp, scaler, soft):
+        assert soft is seen.pop() and seen.pop() == ("teacher", amp)
+        seen.append(("step", amp))
+        return loop_step(model, opt, x, y, cfg, amp, scaler, soft)
+
+    loop_targets, loop_step = loop.teacher_targets, loop.train_step
+    monkeypatch.setattr(loop, "teacher_targets", targets)
+    monkeypatch.setattr(loop, "train_step", step)
+    for amp, dtype in (("bf16", torch.bfloat16), ("none", None)):
+        seen.clear()
+        train(tiny(iters=2, teacher=digits_teacher, amp=amp), tmp_path / amp, progress=False, data=digits_data)
+        assert seen == [("step", dtype)] * 2
