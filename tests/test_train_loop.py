@@ -725,3 +725,14 @@ def test_the_runs_autocast_and_the_teachers_targets_reach_every_step(tmp_path, d
         seen.clear()
         train(tiny(iters=2, teacher=digits_teacher, amp=amp), tmp_path / amp, progress=False, data=digits_data)
         assert seen == [("step", dtype)] * 2
+
+
+def test_without_a_validation_split_the_test_split_is_monitored_but_never_chosen_on(tmp_path):
+    cfg = tiny(iters=10, val_size=0)
+    result = train(cfg, tmp_path / "run", progress=False)
+    epoch = [r for r in _steps(tmp_path / "run") if r["kind"] == "epoch"][-1]
+    assert not any(k.startswith("val_") for k in epoch)
+    assert (epoch["test_acc"], epoch["test_top5"]) == (result.test.top1, result.test.top5)  # last.pt: the same weights
+    assert epoch["test_loss"] == pytest.approx(result.test.loss, rel=1e-6)
+    assert result.best_val_acc is None and not (tmp_path / "run" / "best.pt").exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["chosen"] == "last.pt"
