@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from reslab.errors import ReslabError
+from reslab.runtime import cpu_has_bf16
 from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
 from reslab.train.splits import load_data
 
@@ -53,6 +54,9 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data, capsys):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
     assert config["env"]["torch"] == str(torch.__version__) and config["env"]["device"] == "cpu"
+    assert {k: config["env"][k] for k in ("amp", "world_size", "steps_per_epoch", "loader")} == {
+        "amp": str(torch.bfloat16) if cpu_has_bf16() else "None", "world_size": 1, "steps_per_epoch": 41,
+        "loader": "memory"}
     assert "git_sha" in config["env"]
     assert {r["kind"] for r in records} >= {"step", "epoch", "test"}
     epochs = [r for r in records if r["kind"] == "epoch"]  # 1,317 training images / 32: the run ends in epoch 0
@@ -101,7 +105,7 @@ def digits_teacher(tmp_path_factory, digits_data):
                                      # stochastic depth draws from the global RNG: resume must restore it
                                      {"amp": "none", "model_args": {"drop_path_rate": 0.2}}],
                          ids=["fp32", "bf16", "sam", "distill", "drop_path"])
-def test_resume_is_bit_exact(tmp_path, digits_data, changes, request):
+def test_resume_is_bit_exact(tmp_path, digits_data, changes, request, monkeypatch):
     """N steps, interrupt (as Ctrl-C), resume for N more == 2N uninterrupted steps, to the bit."""
     if "teacher" in changes:
         changes = {**changes, "teacher": request.getfixturevalue(changes["teacher"])}
@@ -118,7 +122,14 @@ def test_resume_is_bit_exact(tmp_path, digits_data, changes, request):
         train(cfg, tmp_path / "split", progress=False, on_step=stop_at_10)
     mid = load_checkpoint(tmp_path / "split" / "last.pt")
     assert mid["state"]["step"] == 10 and mid["state"]["batch"] == 10
+    import reslab.train.setup as setup
+
+    left, compile_wanted = [], setup.compile_wanted  # compile=auto weighs the steps left, not the run's length
+    monkeypatch.setattr(setup, "compile_wanted", lambda cfg, steps: left.append(steps) or compile_wanted(cfg, steps))
     train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert set(left) == {10}
+    events = [(r["step"], r["message"]) for r in _steps(tmp_path / "split") if r["kind"] == "event"]
+    assert events == [(10, "interrupted; checkpoint saved"), (10, "resumed")]
 
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
@@ -647,7 +658,8 @@ def test_the_loss_scale_of_an_fp16_run_is_checkpointed_and_restored(tmp_path, di
     from reslab.train.rundir import Checkpoint
     from reslab.train.setup import setup
 
-    run = setup(tiny(), tmp_path / "run", resume=False, splits=digits_data, dist=Dist())
+    run = setup(tiny(amp="fp16"), tmp_path / "run", resume=False, splits=digits_data, dist=Dist())
+    assert (run.amp, run.scaler) == (None, None)  # no fp16 autocast on a CPU, so no scaler
     run.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
     ckpt = Checkpoint.read(run.save("last.pt"))
     assert (ckpt.scaler["scale"], ckpt.scaler["growth_interval"]) == (1024.0, 7)
@@ -736,3 +748,11 @@ def test_without_a_validation_split_the_test_split_is_monitored_but_never_chosen
     assert epoch["test_loss"] == pytest.approx(result.test.loss, rel=1e-6)
     assert result.best_val_acc is None and not (tmp_path / "run" / "best.pt").exists()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["chosen"] == "last.pt"
+
+
+def test_a_batch_of_every_training_image_is_one_step_an_epoch(tmp_path, digits_data):
+    n = len(digits_data.train)  # 1,317
+    train(tiny(iters=2, batch_size=n, test=False), tmp_path / "one", progress=False, data=digits_data)
+    assert [r["epoch"] for r in _steps(tmp_path / "one") if r["kind"] == "epoch"] == [0, 1]
+    with pytest.raises(ReslabError, match=f"batch_size {n + 1} leaves no batch of the {n} images"):
+        train(tiny(iters=2, batch_size=n + 1), tmp_path / "none", progress=False, data=digits_data)
