@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from reslab.errors import ReslabError
-from reslab.runtime import cpu_has_bf16
+from reslab.runtime import Dist, cpu_has_bf16
 from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
 from reslab.train.splits import load_data
 
@@ -639,7 +639,6 @@ def test_resuming_a_finished_run_without_a_test_split_returns_no_test_figures(tm
 
 
 def test_a_rank_other_than_the_first_writes_nothing(tmp_path, digits_data):
-    from reslab.runtime import Dist
     from reslab.train.setup import setup
 
     out = tmp_path / "run"
@@ -654,7 +653,6 @@ def test_a_rank_other_than_the_first_writes_nothing(tmp_path, digits_data):
 
 def test_the_loss_scale_of_an_fp16_run_is_checkpointed_and_restored(tmp_path, digits_data):
     # fp16 autocast, and with it a GradScaler, needs CUDA; the scaler's state round-trips the same on CPU
-    from reslab.runtime import Dist
     from reslab.train.rundir import Checkpoint
     from reslab.train.setup import setup
 
@@ -718,25 +716,24 @@ def test_the_runs_autocast_and_the_teachers_targets_reach_every_step(tmp_path, d
                                                                     monkeypatch):
     import reslab.train.loop as loop
 
-    seen = []
+    calls = []  # (who, its autocast, the soft targets)
 
     def targets(teacher, x, cfg, amp):
-        seen.append(("teacher", amp))
-        seen.append(soft := loop_targets(teacher, x, cfg, amp))
+        calls.append(("teacher", amp, soft := loop_targets(teacher, x, cfg, amp)))
         return soft
 
     def step(model, opt, x, y, cfg, amp, scaler, soft):
-        assert soft is seen.pop() and seen.pop() == ("teacher", amp)
-        seen.append(("step", amp))
+        calls.append(("step", amp, soft))
         return loop_step(model, opt, x, y, cfg, amp, scaler, soft)
 
     loop_targets, loop_step = loop.teacher_targets, loop.train_step
     monkeypatch.setattr(loop, "teacher_targets", targets)
     monkeypatch.setattr(loop, "train_step", step)
     for amp, dtype in (("bf16", torch.bfloat16), ("none", None)):
-        seen.clear()
+        calls.clear()
         train(tiny(iters=2, teacher=digits_teacher, amp=amp), tmp_path / amp, progress=False, data=digits_data)
-        assert seen == [("step", dtype)] * 2
+        assert [(who, a) for who, a, _ in calls] == [("teacher", dtype), ("step", dtype)] * 2
+        assert all(calls[i][2] is not None and calls[i][2] is calls[i + 1][2] for i in (0, 2))
 
 
 def test_without_a_validation_split_the_test_split_is_monitored_but_never_chosen_on(tmp_path):
