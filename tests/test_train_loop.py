@@ -52,6 +52,10 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data, capsys):
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "model.safetensors", "curves.png",
                  "summary.json"):
         assert (run / name).exists(), name
+    summary = (run / "summary.json").read_text()  # indented for reading; the test figures without the matrix
+    assert summary.startswith('{\n  "steps": 40,\n  "best_val_acc": ')
+    assert json.loads(summary)["test"] == {"n": 360, "loss": result.test.loss, "top1": result.test.top1,
+                                           "top5": result.test.top5, "per_class": result.test.per_class}
     config = json.loads((run / "config.json").read_text())
     assert config["env"]["torch"] == str(torch.__version__) and config["env"]["device"] == "cpu"
     assert {k: config["env"][k] for k in ("amp", "world_size", "steps_per_epoch", "loader")} == {
