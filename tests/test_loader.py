@@ -51,6 +51,18 @@ def test_normalize_is_the_same_in_either_memory_format(dtype):
     assert torch.equal(last, kept)  # the caller's batch is left as it was
 
 
+def test_the_defaults_are_a_seeded_augmented_float32_training_loader_on_one_process():
+    ds = _ramp(300)
+    spelled_out = Loader(ds, batch_size=128, train=True, augment="cifar", resize=None, dtype=torch.float32,
+                         channels_last=False, drop_last=False, seed=0, device="cpu", rank=0, world=1)
+    got, want = list(Loader(ds)), list(spelled_out)
+    assert [len(y) for _, y in got] == [128, 128, 44]
+    for (x, y), (wx, wy) in zip(got, want, strict=True):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+        assert x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+    assert not torch.equal(torch.cat([y for _, y in got]), ds.labels)  # shuffled
+
+
 def test_drop_last_and_len():
     ds = _ramp(40)
     assert len(Loader(ds, batch_size=16, drop_last=True)) == 2
