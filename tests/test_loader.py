@@ -267,6 +267,18 @@ def test_bad_arguments():
         Loader(ds, dtype=torch.uint8)
     with pytest.raises(ReslabError, match="start_batch"):
         Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
+    for kwargs, line in (({"batch_size": 0}, "batch_size must be positive, got 0"),
+                         ({"resize": 0}, "resize must be a positive size in pixels, got 0"),
+                         ({"rank": -1, "world": 2}, r"rank must be in \[0, 2\), got -1"),
+                         ({"rank": 2, "world": 2}, r"rank must be in \[0, 2\), got 2"),
+                         ({"batch_size": 2, "world": 3}, "batch_size 2 leaves no image to some of the 3 ranks"),
+                         ({"batch_size": 41, "drop_last": True}, "leaves no batch of the 40 images of ramp")):
+        with pytest.raises(ReslabError, match=line):
+            Loader(ds, **kwargs)
+    # the edges themselves are allowed: one image a batch, 1 x 1 pixels, the last rank, one image a rank
+    assert len(Loader(ds, batch_size=1)) == 40 and len(Loader(ds, batch_size=40, drop_last=True)) == 1
+    assert Loader(ds, batch_size=4, train=False, resize=1).batch(0, 0)[0].shape == (4, 3, 1, 1)
+    assert Loader(ds, batch_size=2, train=False, rank=1, world=2).batch(0, 0)[1].tolist() == [1]
 
 
 def test_resize_batch_antialiases_only_when_shrinking():
