@@ -148,6 +148,13 @@ def test_the_digest_encoding_is_fixed():
     variants = [{"w": w.view(torch.int32)}, {"w": w.view(3, 2)}, {"w2": w}, {"w": [w]}, {"w": [w, w]}]
     digests = {payload_digest({**fixed, "model": {**fixed["model"], **v}}) for v in variants}
     assert len(digests | {want}) == len(variants) + 1
+    # optimizer state is keyed by parameter index: keys go in the order of their repr (10 before 2),
+    # whatever order the dict holds them in, and int and str keys mix
+    state = {2: {"m": torch.ones(1)}, 10: {"m": torch.zeros(1)}}
+    mixed = {"optimizer": {"state": state}, "mixed": {1: "x", "a": "y"}}
+    assert payload_digest(mixed) == payload_digest({"mixed": {"a": "y", 1: "x"},
+                                                    "optimizer": {"state": dict(reversed(state.items()))}})
+    assert payload_digest(mixed) == "6ed8e8768a2faad274e9d589d9696256272e7248c6ce80d29c477a8fbd1e9fbb"
 
 
 def test_a_write_reaches_the_disk_before_it_replaces_the_old_file(tmp_path, monkeypatch):
