@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reslab.data import Dataset, Loader, split
-from reslab.data.loader import PAD, Normalize, augment_index
+from reslab.data.loader import PAD, Normalize, _seed, augment_index
 from reslab.errors import ReslabError
 
 
@@ -49,6 +49,26 @@ def test_normalize_is_the_same_in_either_memory_format(dtype):
     assert torch.equal(got, plain) and plain.dtype == got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
     assert torch.equal(last, kept)  # the caller's batch is left as it was
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalize_reads_strided_batches(dtype):
+    # sliced or transposed views are neither contiguous nor channels_last: the plain path handles them
+    mean, std = (0.5, 0.25, 0.75), (0.5, 0.125, 0.25)
+    images = torch.arange(2 * 3 * 4 * 6).view(2, 3, 4, 6).to(dtype)
+    for view in (images[:, :, :, ::2], images.transpose(2, 3)):
+        want = (view.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        torch.testing.assert_close(Normalize(mean, std)(view).double(), want, rtol=0, atol=1e-5)
+
+
+def test_seeds_are_fixed_63_bit_numbers():
+    # a resumed run recomputes its epoch's order and crops from (seed, epoch, batch): if these numbers
+    # changed between platforms or versions, it would train on other images than the run it continues
+    assert _seed(0, 0) == 7896617691693857887
+    assert _seed(3, 5) == 4895867234429419378
+    assert _seed(3, 5, 2, 1) == 6113718104754760344
+    assert _seed(2**32 + 3, 5) == _seed(3, 5)  # each part is taken modulo 2**32
+    assert _seed(-1) == _seed(2**32 - 1) == 1514021950461116164
 
 
 def test_the_defaults_are_a_seeded_augmented_float32_training_loader_on_one_process():
@@ -101,6 +121,8 @@ def test_resume_mid_epoch_gives_identical_batches():
     assert len(got) == len(expected) - 3
     for (x, y), (ex, ey) in zip(got, expected[3:], strict=True):
         assert torch.equal(x, ex) and torch.equal(y, ey)
+    resumed.set_epoch(5, start_batch=len(resumed))  # stopped after the epoch's last batch: nothing left
+    assert list(resumed) == [] and resumed.epoch == 6
 
 
 def test_cifar_augment_is_pad_crop_flip():
@@ -265,8 +287,10 @@ def test_bad_arguments():
         Loader(ds, augment="autoaugment")
     with pytest.raises(ReslabError, match="dtype"):
         Loader(ds, dtype=torch.uint8)
-    with pytest.raises(ReslabError, match="start_batch"):
-        Loader(ds, batch_size=8).set_epoch(0, start_batch=99)
+    with pytest.raises(ReslabError, match=r"start_batch must be in \[0, 5\], got 6"):
+        Loader(ds, batch_size=8).set_epoch(0, start_batch=6)
+    with pytest.raises(ReslabError, match=r"start_batch must be in \[0, 5\], got -1"):
+        Loader(ds, batch_size=8).set_epoch(0, start_batch=-1)
     for kwargs, line in (({"batch_size": 0}, "batch_size must be positive, got 0"),
                          ({"resize": 0}, "resize must be a positive size in pixels, got 0"),
                          ({"rank": -1, "world": 2}, r"rank must be in \[0, 2\), got -1"),
