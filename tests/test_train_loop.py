@@ -56,7 +56,9 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data, capsys):
     assert summary.startswith('{\n  "steps": 40,\n  "best_val_acc": ')
     assert json.loads(summary)["test"] == {"n": 360, "loss": result.test.loss, "top1": result.test.top1,
                                            "top5": result.test.top5, "per_class": result.test.per_class}
-    config = json.loads((run / "config.json").read_text())
+    config_text = (run / "config.json").read_text()  # indented for reading too
+    assert config_text.startswith('{\n  "model": "resnet20",\n  "data": ')
+    config = json.loads(config_text)
     assert config["env"]["torch"] == str(torch.__version__) and config["env"]["device"] == "cpu"
     assert {k: config["env"][k] for k in ("amp", "world_size", "steps_per_epoch", "loader")} == {
         "amp": str(torch.bfloat16) if cpu_has_bf16() else "None", "world_size": 1, "steps_per_epoch": 41,
