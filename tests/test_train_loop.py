@@ -41,7 +41,9 @@ def _steps(run_dir):
 
 
 def test_loss_falls_and_outputs_are_complete(tmp_path, digits_data, capsys):
+    t0 = time.perf_counter()
     result = train(tiny(iters=40), tmp_path / "run", progress=False, data=digits_data)
+    assert 0 < result.seconds < time.perf_counter() - t0  # the loop's time, without setup
     run = tmp_path / "run"
     records = _steps(run)
     losses = [r["loss"] for r in records if r["kind"] == "step"]
@@ -423,6 +425,11 @@ def test_ctrl_c_stops_at_the_step_boundary_and_twice_at_once(tmp_path, digits_da
     assert events == [(kept, "interrupted; checkpoint saved")]
     assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
     assert capsys.readouterr() == ("", "")  # progress=False prints nothing
+    # resumed, the progress lines count on from the kept step
+    monkeypatch.setattr(loop, "train_step", real)
+    train(None, out, resume=True, data=digits_data)
+    counted = [line.split()[1] for line in capsys.readouterr().err.splitlines() if line.startswith("r ")]
+    assert counted == [f"{n}/10" for n in range(kept + 1, 11)]
 
 
 def test_paper_warmup_holds_low_lr_until_error_drops(tmp_path, digits_data):
