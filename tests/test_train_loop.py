@@ -452,6 +452,8 @@ def test_validation_every_other_epoch_and_at_the_end(tmp_path, digits_data):
     epochs = [r for r in _steps(tmp_path / "run") if r["kind"] == "epoch"]
     assert [(r["step"], r["epoch"], "val_acc" in r) for r in epochs] == [(10, 0, False), (20, 1, True),
                                                                         (30, 2, False), (35, 3, True)]
+    steps = [r for r in _steps(tmp_path / "run") if r["kind"] == "step"]  # step s is in epoch (s - 1) // 10
+    assert [(r["step"], r["epoch"]) for r in steps] == [(s, (s - 1) // 10) for s in range(1, 36)]
     state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
     assert (state["epoch"], state["batch"]) == (3, 5)
     best = max((r for r in epochs if "val_acc" in r), key=lambda r: r["val_acc"])
