@@ -197,8 +197,8 @@ def test_init_starts_from_a_trained_run(tmp_path, digits_data, digits_teacher):
         if v.is_floating_point() and "running" not in k:  # one training step moves BN's running stats
             torch.testing.assert_close(state[k], v, rtol=0, atol=1e-6, msg=k)
     assert run.steps == 1
-    events = [r["message"] for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
-    assert events == [f"init from {digits_teacher}/model.safetensors: {len(teacher)} tensors"]
+    events = [(r["step"], r["message"]) for r in _steps(tmp_path / "ft") if r["kind"] == "event"]
+    assert events == [(0, f"init from {digits_teacher}/model.safetensors: {len(teacher)} tensors")]
 
 
 def test_init_with_other_classes_gets_a_new_classifier(tmp_path, digits_data):
@@ -764,7 +764,8 @@ def test_without_a_validation_split_the_test_split_is_monitored_but_never_chosen
 
 def test_a_batch_of_every_training_image_is_one_step_an_epoch(tmp_path, digits_data):
     n = len(digits_data.train)  # 1,317
-    train(tiny(iters=2, batch_size=n, test=False), tmp_path / "one", progress=False, data=digits_data)
-    assert [r["epoch"] for r in _steps(tmp_path / "one") if r["kind"] == "epoch"] == [0, 1]
+    out = tmp_path / "runs" / "one"  # its parent is made too
+    train(tiny(iters=2, batch_size=n, test=False), out, progress=False, data=digits_data)
+    assert [r["epoch"] for r in _steps(out) if r["kind"] == "epoch"] == [0, 1]
     with pytest.raises(ReslabError, match=f"batch_size {n + 1} leaves no batch of the {n} images"):
         train(tiny(iters=2, batch_size=n + 1), tmp_path / "none", progress=False, data=digits_data)
