@@ -63,6 +63,12 @@ def test_two_ranks_train_in_step_and_only_rank_0_writes(tmp_path):
     assert len(steps) == 30  # rank 1 logged nothing
     losses = [r["loss"] for r in steps]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    # the first epoch: 20 global batches of 64 (of 1,317 images), 32 on each rank; its images per
+    # second count every rank's images, its loss is rank 0's mean
+    epoch = next(r for r in records if r["kind"] == "epoch")
+    assert epoch["step"] == 20
+    assert epoch["train_loss"] == pytest.approx(sum(losses[:20]) / 20, rel=1e-5)
+    assert epoch["img_s"] == pytest.approx(20 * 64 / epoch["seconds"], rel=0.02)
     config = json.loads((run / "config.json").read_text())
     assert config["env"]["world_size"] == WORLD
     ranks = [torch.load(tmp_path / f"w.{rank}.pt", weights_only=True) for rank in range(WORLD)]
