@@ -263,8 +263,12 @@ def test_shortcut_a_pads_zeros_and_subsamples():
     assert y.shape == (2, 32, 2, 2)
     torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2])
     assert (y[:, 16:] == 0).all()
-    with pytest.raises(ValueError, match="only add channels"):
+    torch.testing.assert_close(ShortcutA(16, 16, stride=2)(x), x[:, :, ::2, ::2])  # subsampling alone
+    torch.testing.assert_close(ShortcutA(16, 32)(x)[:, :16], x)  # stride 1 by default: new channels alone
+    with pytest.raises(ValueError, match=r"shortcut A can only add channels \(32 -> 16\); use 'B' or 'C'"):
         ShortcutA(32, 16)
+    with pytest.raises(ValueError, match="shortcut_pad must be 'append' or 'both', got 'left'"):
+        ShortcutA(16, 32, pad="left")
 
 
 def test_models_pickle():
