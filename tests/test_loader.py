@@ -287,10 +287,9 @@ def test_bad_arguments():
         Loader(ds, augment="autoaugment")
     with pytest.raises(ReslabError, match="dtype"):
         Loader(ds, dtype=torch.uint8)
-    with pytest.raises(ReslabError, match=r"start_batch must be in \[0, 5\], got 6"):
-        Loader(ds, batch_size=8).set_epoch(0, start_batch=6)
-    with pytest.raises(ReslabError, match=r"start_batch must be in \[0, 5\], got -1"):
-        Loader(ds, batch_size=8).set_epoch(0, start_batch=-1)
+    for start in (6, -1):
+        with pytest.raises(ReslabError, match=rf"start_batch must be in \[0, 5\], got {start}"):
+            Loader(ds, batch_size=8).set_epoch(0, start_batch=start)
     for kwargs, line in (({"batch_size": 0}, "batch_size must be positive, got 0"),
                          ({"resize": 0}, "resize must be a positive size in pixels, got 0"),
                          ({"rank": -1, "world": 2}, r"rank must be in \[0, 2\), got -1"),
