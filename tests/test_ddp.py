@@ -103,3 +103,27 @@ def test_torchrun_cli(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 12
     assert json.loads((out / "config.json").read_text())["env"]["world_size"] == WORLD
+
+
+@pytest.mark.parametrize("device, backend, device_ids", [("cpu", "gloo", None), ("cuda:1", "nccl", [1])])
+def test_a_rank_joins_its_backend_and_binds_ddp_to_its_own_device(monkeypatch, device, backend, device_ids):
+    """NCCL between GPUs, gloo on CPUs; a GPU rank's DDP holds only its own device (no GPU needed)."""
+    import torch.distributed as tdist
+
+    import reslab.train.setup as setup
+    from reslab.runtime import Dist
+
+    joined, wrapped = [], []
+    monkeypatch.setattr(tdist, "is_initialized", lambda: bool(joined))
+    monkeypatch.setattr(tdist, "init_process_group", lambda *args, **kwargs: joined.append((args, kwargs)))
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
+                        lambda *args, **kwargs: wrapped.append((args, kwargs)) or "ddp")
+    model = torch.nn.Linear(2, 2)
+    rank = Dist(rank=1, world=2, local_rank=1)
+    assert setup._wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
+    assert joined == [((backend,), {})]
+    assert wrapped == [((model,), {"device_ids": device_ids})]
+    assert setup._wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
+    assert len(joined) == 1  # a process joins its group once
+    assert setup._wrap(model, _config(), 30, Dist(), torch.device(device)) is model  # one process: no DDP
+    assert len(wrapped) == 2

@@ -526,6 +526,19 @@ def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_d
                             "the same data and resize")
 
 
+@pytest.mark.parametrize("compile, steps_left, compiled", [
+    ("on", 1, True), ("off", 10**6, False), ("auto", 1999, False), ("auto", 2000, True)])
+def test_the_compile_setting_decides_whether_the_model_is_compiled(compile, steps_left, compiled):
+    # auto compiles once 2,000 steps are left (COMPILE_AUTO_MIN_STEPS), enough to win the compile time back
+    from reslab.train import setup
+
+    model = torch.nn.Linear(2, 2)
+    wrapped = setup._wrap(model, tiny(compile=compile), steps_left, Dist(), torch.device("cpu"))
+    assert (wrapped is not model) == compiled
+    if compiled:  # torch.compile's lazy wrapper: nothing is compiled until the first call
+        assert isinstance(wrapped, torch._dynamo.eval_frame.OptimizedModule) and wrapped._orig_mod is model
+
+
 def test_compiled_run_matches_eager(tmp_path, digits_data, monkeypatch):
     # compile=on on a CPU switches the BNs to reslab's compiled BatchNorm2d: the same losses and
     # statistics. Compiled or not, float rounding grows over these steps on 8x8 digits (compiled
