@@ -500,7 +500,7 @@ def test_distillation_from_a_trained_run(tmp_path, digits_data, digits_teacher):
         train(tiny(iters=3, teacher=digits_teacher), tmp_path / "y", progress=False, data=renamed)
 
 
-def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_data, digits_teacher):
+def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(tmp_path, digits_data, digits_teacher):
     from torch._dynamo.eval_frame import OptimizedModule
 
     from reslab.train.setup import load_teacher
@@ -513,6 +513,12 @@ def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_d
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert not isinstance(teacher, OptimizedModule)
     assert isinstance(load_teacher(cfg, digits_data, cpu, compiled=True), OptimizedModule)
+    # a run long enough for compile=auto compiles its teacher too; config.json names the teacher's own class
+    from reslab.train.setup import setup
+
+    run = setup(cfg.replace(compile="auto", iters=2000), tmp_path / "run", False, digits_data, Dist())
+    assert isinstance(run.model, OptimizedModule) and isinstance(run.teacher, OptimizedModule)
+    assert run.env["teacher"] == {"model": digits_teacher, "arch": "CifarResNet"}
     renamed = dataclasses.replace(digits_data, classes=[f"c{i}" for i in range(10)])
     with pytest.raises(ReslabError) as e:
         load_teacher(cfg, renamed, cpu, compiled=False)
@@ -524,6 +530,17 @@ def test_the_teacher_is_frozen_in_eval_mode_and_laid_out_as_the_student(digits_d
     assert str(e.value) == (f"teacher {digits_teacher} expects other inputs (size {digits_data.image_size}, mean "
                             f"{digits_data.mean}, std {digits_data.std}) than this run; distill from a run on "
                             "the same data and resize")
+
+
+def test_setup_counts_the_steps_of_a_run_set_in_epochs(tmp_path, digits_data, monkeypatch):
+    from reslab.train import setup
+
+    tuned = []  # a CPU run keeps freed memory in the process for the next step's activations
+    monkeypatch.setattr(setup, "tune_allocator", lambda: tuned.append(True))
+    run = setup.setup(tiny(iters=None, epochs=3, batch_size=658), tmp_path / "runs" / "two", False, digits_data, Dist())
+    assert (tmp_path / "runs" / "two" / "config.json").is_file()  # the directory made with its parents
+    assert (run.total_steps, run.env["steps_per_epoch"], tuned) == (6, 2, [True])  # 1,317 training images
+    assert run.device == torch.device("cpu") and run.env["device"] == "cpu"
 
 
 @pytest.mark.parametrize("compile, steps_left, compiled", [

@@ -71,14 +71,27 @@ def test_auto_streams_over_the_memory_budget_and_memory_forces_the_cache(tmp_pat
     assert load_data(cfg).loader == "memory"
 
 
+def test_a_batch_larger_than_the_streamed_images_is_refused_in_one_line(tmp_path):
+    _photos(tmp_path / "imgs")  # 24 images, 4 held out
+    with pytest.raises(ReslabError, match=r"^batch_size 21 exceeds the 20 training images$"):
+        train(tiny(tmp_path / "imgs", batch_size=21), tmp_path / "run", progress=False)
+    train(tiny(tmp_path / "imgs", batch_size=20, iters=1), tmp_path / "run", progress=False)  # one batch an epoch
+
+
 def _state(ckpt):
     return {**ckpt["model"], **{f"opt.{k}": v["momentum_buffer"] for k, v in ckpt["optimizer"]["state"].items()}}
 
 
-def test_streamed_resume_is_bit_exact(tmp_path):
-    """3 steps, interrupt (mid-epoch), resume for 3 more == 6 steps straight, to the bit."""
+@pytest.mark.filterwarnings("ignore::reslab.data.DataWarning")  # over the budget; photos of mixed sizes
+def test_streamed_resume_is_bit_exact(tmp_path, monkeypatch):
+    """3 steps, interrupt (mid-epoch), resume for 3 more == 6 steps straight, to the bit.
+
+    loader=auto streams these images while they exceed the memory budget; the resumed run streams
+    them as its first part did, even where the budget would now hold them.
+    """
     _photos(tmp_path / "imgs")
-    cfg = tiny(tmp_path / "imgs")  # 24 images, 4 held out: 2 batches of 8 per epoch, 4 left over
+    monkeypatch.setattr(streaming, "memory_budget", lambda device=None: 1000)
+    cfg = tiny(tmp_path / "imgs", loader="auto")  # 24 images, 4 held out: 2 batches of 8 per epoch, 4 left over
     train(cfg, tmp_path / "full", progress=False)
 
     def stop_at_3(step):
@@ -90,7 +103,10 @@ def test_streamed_resume_is_bit_exact(tmp_path):
     mid = load_checkpoint(tmp_path / "split" / "last.pt")
     assert (mid["state"]["step"], mid["state"]["epoch"], mid["state"]["batch"]) == (3, 1, 1)
     assert mid["env"]["loader"] == "stream"
+    monkeypatch.setattr(streaming, "memory_budget", lambda device=None: 10**12)
+    assert load_data(cfg).loader == "memory"
     train(None, tmp_path / "split", resume=True, progress=False)
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["env"]["loader"] == "stream"
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["state"]["step"] == b["state"]["step"] == 6
