@@ -271,6 +271,26 @@ def test_shortcut_a_pads_zeros_and_subsamples():
         ShortcutA(16, 32, pad="left")
 
 
+def test_make_shortcut_builds_each_option():
+    from reslab.models.blocks import make_shortcut
+
+    bn = nn.BatchNorm2d
+    assert make_shortcut(None, 16, 32, 2, bn) is None  # a plain network has no shortcut at all
+    assert make_shortcut("A", 16, 16, 1, bn) is None and make_shortcut("B", 16, 16, 1, bn) is None  # identity
+    a = make_shortcut("A", 16, 32, 2, bn)
+    assert isinstance(a, ShortcutA) and (a.in_planes, a.out_planes, a.stride, a.pad) == (16, 32, 2, "append")
+    assert make_shortcut("A", 16, 16, 2, bn, pad="both").pad == "both"  # the shape changes by the stride alone
+    for option, planes, stride in [("B", 32, 1), ("B", 16, 2), ("C", 16, 1)]:  # C projects even the identity
+        conv, norm = make_shortcut(option, 16, planes, stride, bn)
+        assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride) == (16, planes, (1, 1), (stride,) * 2)
+        assert conv.bias is None and isinstance(norm, bn) and norm.num_features == planes
+    bare = make_shortcut("B", 16, 32, 2, None)  # pre-activation: the block's BN-ReLU comes first
+    assert len(bare) == 1 and isinstance(bare[0], nn.Conv2d) and bare[0].out_channels == 32
+    with pytest.raises(ValueError) as e:
+        make_shortcut("D", 16, 32, 2, bn)
+    assert str(e.value) == "shortcut must be 'A', 'B', 'C' or None (plain), got 'D'"
+
+
 def test_models_pickle():
     # Option A is a module, not a lambda: the whole model pickles.
     model = reslab.create_model("resnet20")
