@@ -541,6 +541,10 @@ def test_setup_counts_the_steps_of_a_run_set_in_epochs(tmp_path, digits_data, mo
     assert (tmp_path / "runs" / "two" / "config.json").is_file()  # the directory made with its parents
     assert (run.total_steps, run.env["steps_per_epoch"], tuned) == (6, 2, [True])  # 1,317 training images
     assert run.device == torch.device("cpu") and run.env["device"] == "cpu"
+    assert run.scaler is None  # only float16 autocast needs its loss scaled
+    monkeypatch.setattr(setup, "amp_dtype", lambda cfg, device: torch.float16)  # as a GPU's fp16 would
+    run = setup.setup(tiny(amp="fp16"), tmp_path / "fp16", False, digits_data, Dist())
+    assert run.amp == torch.float16 and isinstance(run.scaler, torch.amp.GradScaler) and run.scaler._device == "cpu"
 
 
 @pytest.mark.parametrize("compile, steps_left, compiled", [
