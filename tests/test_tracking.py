@@ -40,6 +40,7 @@ def test_tensorboard_and_mlflow_hold_the_run(tmp_path):
     mlrun = client.get_run(run_id)
     assert mlrun.info.run_name == "r8" and mlrun.info.status == "FINISHED"
     assert mlrun.data.params["lr"] == "0.05" and mlrun.data.params["model"] == "resnet20"
+    assert set(mlrun.data.params) == set(_cfg().to_dict())  # the config's fields; the environment is no parameter
     history = client.get_metric_history(run_id, "step/loss")
     assert sorted((m.step, m.value) for m in history) == [(r["step"], pytest.approx(r["loss"])) for r in steps]
     test = _records(run, "test")[0]
@@ -48,24 +49,27 @@ def test_tensorboard_and_mlflow_hold_the_run(tmp_path):
     assert (tmp_path / "runs" / "mlartifacts").is_dir()  # beside the runs, not in the working directory
 
 
-def test_a_resumed_run_continues_its_mlflow_run(tmp_path):
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     from reslab.train import TrainingInterrupted
 
-    run = tmp_path / "r"
+    monkeypatch.chdir(tmp_path)  # a store named by URI keeps its artifacts under the working directory
+    run, store = tmp_path / "r", f"sqlite:///{tmp_path / 'store' / 'runs.db'}"
+    (tmp_path / "store").mkdir()
 
     def stop_at_3(step):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted):
-        train(_cfg(log="mlflow"), run, progress=False, on_step=stop_at_3)
+        train(_cfg(log="mlflow", mlflow_uri=store), run, progress=False, on_step=stop_at_3)
     first = (run / "mlflow_run_id").read_text()
     train(None, run, resume=True, progress=False)
     assert (run / "mlflow_run_id").read_text() == first
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not (tmp_path / "mlflow.db").exists()  # the store asked for, not the default one beside the run
+    client = MlflowClient(tracking_uri=store)
     steps = sorted(m.step for m in client.get_metric_history(first.strip(), "step/loss"))
     assert steps == [1, 2, 3, 4, 5, 6]
 
