@@ -292,6 +292,22 @@ def test_make_shortcut_builds_each_option():
     assert str(e.value) == "shortcut must be 'A', 'B', 'C' or None (plain), got 'D'"
 
 
+def test_block_class_by_name_and_activation_order():
+    from reslab.models.blocks import (
+        BasicBlock,
+        Bottleneck,
+        PreActBasicBlock,
+        PreActBottleneck,
+        block_class,
+    )
+
+    assert [block_class(b, p) for b in ("basic", "bottleneck") for p in (False, True)] == [
+        BasicBlock, PreActBasicBlock, Bottleneck, PreActBottleneck]
+    with pytest.raises(ValueError) as e:
+        block_class("wide", False)
+    assert str(e.value) == "block must be 'basic' or 'bottleneck', got 'wide'"
+
+
 def test_models_pickle():
     # Option A is a module, not a lambda: the whole model pickles.
     model = reslab.create_model("resnet20")
@@ -344,6 +360,7 @@ def test_drop_path_linear_and_eval_deterministic():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x))
+        assert model.train()(x).shape == (2, 10)  # per-sample ("row") drops in training
     with pytest.raises(reslab.ReslabError, match="bad argument for model 'resnet20': drop_path_rate"):
         reslab.create_model("resnet20", drop_path_rate=1.5)
 
