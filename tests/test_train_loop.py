@@ -803,3 +803,22 @@ def test_a_batch_of_every_training_image_is_one_step_an_epoch(tmp_path, digits_d
     assert [r["epoch"] for r in _steps(out) if r["kind"] == "epoch"] == [0, 1]
     with pytest.raises(ReslabError, match=f"batch_size {n + 1} leaves no batch of the {n} images"):
         train(tiny(iters=2, batch_size=n + 1), tmp_path / "none", progress=False, data=digits_data)
+
+
+def test_train_refuses_what_is_not_a_run_in_one_line(tmp_path):
+    """A config that is not a TrainConfig, an `out` that is not a path, or resume=True on a
+    directory without last.pt: each is the one line the CLI prints, naming what to give."""
+    def line(call) -> str:
+        with pytest.raises(ReslabError) as e:
+            call()
+        return str(e.value)
+
+    needs = "train needs a TrainConfig (e.g. preset('fast-cifar')), got {}; only resume=True may leave it None"
+    assert line(lambda: train({"model": "resnet20"}, tmp_path / "a")) == needs.format("dict")
+    assert line(lambda: train(None, tmp_path / "a")) == needs.format("NoneType")
+    assert line(lambda: train(tiny(), 42)) == "out must be a directory path, got int"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert line(lambda: train(None, empty, resume=True)) == \
+        f"no checkpoint {empty / 'last.pt'} to resume: {empty} holds no reslab run"
+    assert sorted(tmp_path.iterdir()) == [empty] and not any(empty.iterdir())  # nothing written
