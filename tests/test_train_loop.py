@@ -822,3 +822,14 @@ def test_train_refuses_what_is_not_a_run_in_one_line(tmp_path):
     assert line(lambda: train(None, empty, resume=True)) == \
         f"no checkpoint {empty / 'last.pt'} to resume: {empty} holds no reslab run"
     assert sorted(tmp_path.iterdir()) == [empty] and not any(empty.iterdir())  # nothing written
+
+
+def test_train_uses_the_splits_it_is_given(tmp_path, digits_data):
+    """`data` is what the run trains, validates and tests on, not cfg's data loaded again:
+    64 training images in batches of 32 are 2 steps an epoch, so 4 steps end epoch 1."""
+    small = dataclasses.replace(digits_data, train=digits_data.train.subset(range(64)),
+                                test=digits_data.test.subset(range(50)))
+    result = train(tiny(iters=4), tmp_path / "run", progress=False, data=small)
+    epochs = [r for r in _steps(tmp_path / "run") if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 2), (1, 4)]
+    assert result.test.n == 50 and len(digits_data.train) > 1000
