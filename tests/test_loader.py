@@ -61,6 +61,17 @@ def test_normalize_reads_strided_batches(dtype):
         torch.testing.assert_close(Normalize(mean, std)(view).double(), want, rtol=0, atol=1e-5)
 
 
+def test_normalize_moves_the_batch_to_its_device():
+    # built for a device, it takes CPU batches there (as a GPU loader does); the meta device
+    # stands in for a GPU: a tensor left on the CPU, or a scale kept there, would not end on it
+    norm = Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), device="meta")
+    assert norm.scale.device.type == norm.shift.device.type == "meta"
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    for batch in (images, images.contiguous(memory_format=torch.channels_last)):
+        got = norm(batch)
+        assert (got.device.type, got.dtype, got.shape) == ("meta", torch.float32, (2, 3, 4, 4))
+
+
 def test_seeds_are_fixed_63_bit_numbers():
     # a resumed run recomputes its epoch's order and crops from (seed, epoch, batch): if these numbers
     # changed between platforms or versions, it would train on other images than the run it continues
