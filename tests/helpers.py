@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -82,3 +83,53 @@ def photos(root, classes, per_class: int, seed: int = 0, png_every: int = 0):
             suffix = "png" if png_every and i % png_every == png_every - 1 else "jpg"
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i:02d}.{suffix}")
     return root
+
+
+class _PeerBlock(nn.Module):
+    def __init__(self, cin, cout, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.kind, self.cin, self.cout = shortcut, cin, cout
+        if shortcut == "projection" and (stride != 1 or cin != cout):
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if self.downsample is not None:
+            short = self.downsample(x)
+        elif self.cin != self.cout:  # akamaster's option A: subsample, zeros on both sides of the channels
+            side = (self.cout - self.cin) // 2
+            short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, side, side))
+        else:
+            short = x
+        return F.relu(out + short)
+
+
+class PeerCifarNet(nn.Module):
+    """The CIFAR ResNets of akamaster/pytorch_resnet_cifar10 (shortcut "zeros both sides", head
+    "linear") and chenyaofo/pytorch-cifar-models (shortcut "projection", head "fc"), rebuilt
+    from their published code: the module names, shortcuts and head their files are saved from."""
+
+    def __init__(self, n, shortcut, head, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin = 16
+        for i, (cout, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
+            blocks = []
+            for j in range(n):
+                blocks.append(_PeerBlock(cin, cout, stride if j == 0 else 1, shortcut))
+                cin = cout
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        self.head_name = head
+        self.add_module(head, nn.Linear(64, classes))
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return getattr(self, self.head_name)(x.mean((2, 3)))

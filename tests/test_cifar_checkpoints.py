@@ -5,64 +5,16 @@ reslab, and must give the same outputs."""
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import reslab
-from helpers import randomize_bn
+from helpers import PeerCifarNet, randomize_bn
 from reslab.errors import ReslabError
-
-
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride, shortcut):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.kind, self.cin, self.cout = shortcut, cin, cout
-        if shortcut == "projection" and (stride != 1 or cin != cout):
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        else:
-            self.downsample = None
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.downsample is not None:
-            short = self.downsample(x)
-        elif self.cin != self.cout:  # akamaster's option A: subsample, zeros on both sides of the channels
-            side = (self.cout - self.cin) // 2
-            short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, side, side))
-        else:
-            short = x
-        return F.relu(out + short)
-
-
-class _CifarNet(nn.Module):
-    def __init__(self, n, shortcut, head, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        cin = 16
-        for i, (cout, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
-            blocks = []
-            for j in range(n):
-                blocks.append(_Block(cin, cout, stride if j == 0 else 1, shortcut))
-                cin = cout
-            self.add_module(f"layer{i}", nn.Sequential(*blocks))
-        self.head_name = head
-        self.add_module(head, nn.Linear(64, classes))
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return getattr(self, self.head_name)(x.mean((2, 3)))
 
 
 @pytest.mark.parametrize("depth", [20, 32])
 def test_akamaster_checkpoints_load_and_agree(tmp_path, depth):
     torch.manual_seed(depth)
-    theirs = randomize_bn(_CifarNet((depth - 2) // 6, "zeros both sides", "linear"))
+    theirs = randomize_bn(PeerCifarNet((depth - 2) // 6, "zeros both sides", "linear"))
     path = tmp_path / f"resnet{depth}-12fca82f.th"
     # as their trainer saves it: a DataParallel model inside {"state_dict": ..., "best_prec1": ...}
     torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}, "best_prec1": 91.7}, path)
@@ -84,7 +36,7 @@ def test_akamaster_checkpoints_load_and_agree(tmp_path, depth):
 
 def test_chenyaofo_checkpoints_load_and_agree(tmp_path):
     torch.manual_seed(1)
-    theirs = randomize_bn(_CifarNet(3, "projection", "fc", classes=100))
+    theirs = randomize_bn(PeerCifarNet(3, "projection", "fc", classes=100))
     path = tmp_path / "cifar100_resnet20-23dac2f1.pt"
     torch.save(theirs.state_dict(), path)
     x = torch.randn(4, 3, 32, 32)
@@ -114,7 +66,7 @@ def test_fine_tune_from_an_akamaster_checkpoint(tmp_path, noise_folder, capsys):
 
     from reslab.cli import main
 
-    theirs = randomize_bn(_CifarNet(3, "zeros both sides", "linear"))
+    theirs = randomize_bn(PeerCifarNet(3, "zeros both sides", "linear"))
     path = tmp_path / "resnet20-12fca82f.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}}, path)
     imgs = noise_folder(per_class=6, side=32)

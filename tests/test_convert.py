@@ -6,7 +6,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import reslab
-from reslab.models.convert import load_weights
+from reslab.weights import load_weights
 
 
 def test_timm_resnetv2_maps_onto_preact_resnet50():
@@ -40,5 +40,5 @@ def test_mismatches_are_one_clear_line(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(reslab.ReslabError, match="bad.pth is corrupt or truncated, or not a file torch.save wrote"):
         load_weights(reslab.create_model("resnet18"), tmp_path / "bad.pth")
-    with pytest.raises(reslab.ReslabError, match="no weights file"):
+    with pytest.raises(reslab.ReslabError, match="no checkpoint, weights file or run directory at"):
         load_weights(reslab.create_model("resnet18"), tmp_path / "absent.pth")

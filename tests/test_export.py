@@ -16,7 +16,7 @@ from reslab.export import (
     save_safetensors,
 )
 from reslab.quantize import fold_bn
-from reslab.train.rundir import load_any
+from reslab.weights import load_any
 
 
 def load_model(source, name=None) -> nn.Module:
@@ -128,7 +128,7 @@ def test_load_model_from_safetensors_and_checkpoint(tmp_path) -> None:
         torch.testing.assert_close(load_model(ckpt, "resnet20")(x), want)
     with pytest.raises(ReslabError, match="does not fit"):
         load_model(st, "resnet32")
-    with pytest.raises(ReslabError, match="no such"):
+    with pytest.raises(ReslabError, match="no checkpoint, weights file or run directory at"):
         load_model(tmp_path / "missing.pt", "resnet20")
 
 

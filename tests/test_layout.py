@@ -13,7 +13,7 @@ LAYERS = [
     ["models"],
     ["summary", "data"],
     ["train.config", "train.schedule", "train.checkpoint", "train.step", "train.logging", "train.tracking",
-     "train.rundir", "train.splits", "evaluate"],
+     "train.rundir", "train.splits", "evaluate", "weights"],
     ["train.setup", "train.loop", "train"],
     ["predict", "quantize", "optimize", "backends", "export", "explain", "bench"],
     ["experiments", "demo", "report"],

@@ -653,7 +653,7 @@ def test_init_from_a_missing_file_names_the_option(tmp_path, digits_data):
     missing = tmp_path / "missing.pt"
     with pytest.raises(ReslabError) as e:
         train(tiny(init=str(missing)), tmp_path / "run", progress=False, data=digits_data)
-    assert str(e.value) == f"init: no such checkpoint file: {missing}"
+    assert str(e.value) == f"init: no checkpoint, weights file or run directory at {missing}"
 
 
 def test_teacher_targets_run_under_the_runs_autocast():

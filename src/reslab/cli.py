@@ -178,7 +178,8 @@ def _run_shard(args: argparse.Namespace) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5, loss, per-class accuracy, confusion matrix of a checkpoint",
                        formatter_class=_formatter)
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt, else last.pt)")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt, else last.pt), or a "
+                                      "weights file of a known family (with --data)")
     p.add_argument("--data", default=None, help="data name (default: the data the run trained on)")
     p.add_argument("--data-dir", default=None, help="data cache/download directory")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split")
@@ -190,17 +191,21 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
+    from .outputs import check_plot
     from .predict import evaluate_checkpoint
     from .train import plot_confusion
 
+    if args.confusion:  # before the evaluation, not after it
+        check_plot(args.confusion, "confusion matrix")
     r, trained = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.data_dir, args.batch, args.tta)
     if args.confusion:
         plot_confusion(r.confusion, trained.classes, args.confusion,
-                       title=f"{trained.config.model}, {args.split} split: top-1 {100 * r.top1:.2f}%")
+                       title=f"{trained.name}, {args.split} split: top-1 {100 * r.top1:.2f}%")
     if args.json:
         print(json.dumps({**r.to_dict(), "classes": trained.classes, "split": args.split}, indent=2))
         return
-    print(f"{trained.config.model} (step {trained.step}) on {args.data or trained.config.data} {args.split}: "
+    origin = f"{trained.name} (step {trained.step})" if trained.config else f"{trained.name} ({args.checkpoint})"
+    print(f"{origin} on {args.data or trained.config.data} {args.split}: "
           f"n {r.n}  top-1 {100 * r.top1:.2f}%  top-5 {100 * r.top5:.2f}%  loss {r.loss:.4f}")
     w = max(len(c) for c in trained.classes)
     print(f"\n{'class':<{w}}  acc %   " + " ".join(f"{i:>5}" for i in range(len(trained.classes)))
@@ -213,7 +218,8 @@ def _run_eval(args: argparse.Namespace) -> None:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="class probabilities for image files, from a checkpoint alone",
                        formatter_class=_formatter)
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory, or an exported .xml (OpenVINO) or .onnx file")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory, a weights file of a known family "
+                                      "(akamaster, chenyaofo, torchvision, timm), or an exported .xml (OpenVINO) or .onnx file")
     p.add_argument("images", nargs="+", help="image files or directories of images")
     p.add_argument("--topk", type=_positive_int, default=3, help="classes shown per image")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -508,7 +514,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     from .export import export_onnx, export_pt2, onnx_max_abs_diff, save_safetensors
     from .models.registry import default_input_size
-    from .train.rundir import load_any
+    from .weights import load_any
 
     loaded = load_any(args.checkpoint, args.model)
     size = tuple(args.input_size) if args.input_size else loaded.image_size or default_input_size(loaded.name)

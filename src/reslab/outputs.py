@@ -70,11 +70,20 @@ def write_text(path: str | Path, text: str, suffixes: tuple[str, ...], what: str
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
+def check_plot(path: str | Path, what: str = "plot") -> Path:
+    """`check_output` for a figure, whose format its suffix names: one of PLOT_SUFFIXES."""
+    path = check_output(path, PLOT_SUFFIXES, what)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ReslabError(f"{path}: a {what} is written as {', '.join(PLOT_SUFFIXES)}; give a name ending in one")
+    return path
+
+
 def save_figure(fig, path: str | Path, what: str = "plot") -> Path:
     """Writes a matplotlib figure through `output_file` (the format from the suffix) and closes it."""
     import matplotlib.pyplot as plt
 
     try:
+        check_plot(path, what)
         with output_file(path, PLOT_SUFFIXES, what) as tmp:
             fig.savefig(tmp, dpi=110)
     finally:

@@ -1,10 +1,12 @@
-"""Evaluate and predict from a checkpoint alone.
+"""Evaluate and predict from a checkpoint or weights file alone.
 
 A reslab checkpoint carries the model name and arguments, the class names,
-the normalization and the input size, so nothing else is needed:
+the normalization and the input size, so nothing else is needed; so do the
+files of the families `reslab.weights` knows (akamaster's and chenyaofo's
+CIFAR-10 nets, torchvision's and timm's ImageNet nets):
 
-    model, meta = load_trained("runs/r20/best.pt")
-    preds = predict_files("runs/r20/best.pt", ["cat.jpg"], topk=3)
+    result, trained = evaluate_checkpoint("runs/r20", data="cifar10")
+    preds = predict_files("resnet20-12fca82f.th", ["cat.jpg"], topk=3)
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from .data.streaming import read_eval
 from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .runtime import amp_dtype
-from .train.rundir import Trained, load_trained
+from .train.config import TrainConfig
+from .train.rundir import Trained
 from .train.splits import make_loader
+from .weights import load_any
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
@@ -42,13 +46,27 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
                         device: str = "cpu") -> tuple[EvalResult, Trained]:
     """Top-1/top-5, loss, per-class accuracy and confusion matrix of a checkpoint on a split.
 
-    data: a data name for `reslab.data.load` (the run's own data when None); split: "train",
-    "test" or "val" (the run's validation hold-out, rebuilt from its seed and size).
+    path: a run directory (its chosen checkpoint), a checkpoint, or a weights file that records
+    or is known by its classes and normalization. data: a data name for `reslab.data.load` (the
+    run's own data when None); split: "train", "test" or "val" (the run's validation hold-out,
+    rebuilt from its seed and size).
     """
-    trained = load_trained(path, device)
+    trained = inference_model(path, device, need_classes=False)
     loader = split_loader(trained, data, split, data_dir, batch_size, torch.device(device))
-    amp = amp_dtype(trained.config, torch.device(device))
+    amp = amp_dtype(trained.config, torch.device(device)) if trained.config else None
     return evaluate(trained.model, loader, len(trained.classes), amp, flip_tta=flip_tta), trained
+
+
+def inference_model(path: str | Path, device: str = "cpu", need_classes: bool = True) -> Trained:
+    """The model `path` means for evaluation and prediction, with what it needs to see images
+    as it was trained: its input size and normalization (and class names when `need_classes`)."""
+    trained = load_any(path, purpose="model", device=device)
+    lacks = [k for k in ("image_size", "mean", "std", *(("classes",) if need_classes else ()))
+             if getattr(trained, k) is None]
+    if lacks:
+        raise ReslabError(f"{path} records no {' or '.join(lacks).replace('_', ' ')} and is of no family reslab "
+                          "knows; give a reslab run or checkpoint, or load it in Python with load_weights(model, path)")
+    return trained
 
 
 def split_loader(trained: Trained, data: str | None = None, split: str = "test", data_dir: str | None = None,
@@ -60,7 +78,9 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
 
     limit: at most this many images, the same seeded sample every time, in the split's order.
     """
-    cfg = trained.config
+    if trained.config is None and data is None:
+        raise ReslabError("this weights file records no data set; name one with --data")
+    cfg = trained.config or TrainConfig(data=data, val_size=0)
     name = data or cfg.data
     root, size = data_dir or cfg.data_dir, trained.image_size[-1]
     sharded = shards_path(name) is not None
@@ -69,6 +89,8 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     def read(part: str) -> Any:
         return streamed_split(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
 
+    if split == "val" and trained.config is None:
+        raise ReslabError("a weights file records no validation split; use --split test or train")
     if split == "val":
         # the run's validation split: an image folder's val/ or the val shards, else the hold-out,
         # rebuilt from its seed and size
@@ -98,6 +120,10 @@ def _check_compatible(ds: Any, trained: Trained) -> None:
     if channels != trained.image_size[0]:
         raise ReslabError(f"the model takes {trained.image_size[0]}-channel images; "
                           f"{ds.name} has {channels}")
+    if trained.classes is None:  # a file that records none: the data's, if as many
+        if len(ds.classes) != trained.model.num_classes:
+            raise ReslabError(f"{ds.name} has {len(ds.classes)} classes, the model {trained.model.num_classes}")
+        trained.classes = list(ds.classes)
     if list(ds.classes) != trained.classes:
         raise ReslabError(f"{ds.name} has classes {list(ds.classes)[:5]}..., the checkpoint "
                           f"{trained.classes[:5]}...: not the data this model was trained on")
@@ -168,7 +194,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 
     if Path(checkpoint).suffix in DEPLOYED_SUFFIXES:
         trained = load_deployed(checkpoint)
     else:
-        trained = load_trained(checkpoint, device)
+        trained = inference_model(checkpoint, device)
     files = image_files(inputs)
     streamed = trained.loader == "stream"  # exported files record it too
     k = max(1, min(topk, len(trained.classes)))

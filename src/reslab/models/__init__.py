@@ -2,7 +2,7 @@
 
 from . import zoo  # noqa: F401  (registers every named model)
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ShortcutA
-from .convert import load_weights
+from .convert import fit_weights, recognise
 from .norm import BatchNorm2d, batch_norm_train, compiled_batchnorm
 from .registry import (
     ModelInfo,
@@ -17,6 +17,6 @@ from .resnet import CifarResNet, ResNet
 __all__ = [
     "BasicBlock", "BatchNorm2d", "Bottleneck", "CifarResNet", "ModelInfo", "PreActBasicBlock",
     "PreActBottleneck", "ResNet", "ShortcutA", "UnknownModelError", "create_model",
-    "list_models", "batch_norm_train", "compiled_batchnorm", "load_weights", "model_info",
+    "list_models", "batch_norm_train", "compiled_batchnorm", "fit_weights", "model_info", "recognise",
     "register_model",
 ]

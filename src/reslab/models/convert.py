@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from ..errors import ReslabError, torch_load
+from ..errors import ReslabError
 from .blocks import ShortcutA
+from .registry import create_model, default_input_size, list_models
 
 # timm ResNetV2 key -> reslab key, applied in order.
 _TIMM_V2 = [
@@ -110,18 +113,19 @@ def unwrap(obj: object) -> object:
     return obj
 
 
-def load_weights(model: nn.Module, weights: Mapping[str, Tensor] | str | Path,
-                 strict: bool = True) -> nn.Module:
-    """Loads torchvision, timm or reslab weights (a state dict or a file) into `model`.
+# A BatchNorm state saved before PyTorch 0.4.1 has no counter; torch's own loading starts it at 0.
+BN_COUNTER = "num_batches_tracked"
 
-    Files may be `.safetensors` or a torch checkpoint (loaded with
-    weights_only=True; a dict with a "model" entry is unwrapped). A mismatch
-    raises ReslabError naming the first differing keys, not a wall of text.
+
+def fit_weights(model: nn.Module, weights: Mapping[str, Tensor], strict: bool = True) -> nn.Module:
+    """Loads a state dict of any known origin (see `convert_state_dict`) into `model`.
+
+    Every key and shape must fit (with strict=True), but for the BatchNorm counters that files
+    from before PyTorch 0.4.1 lack: those start at 0. A mismatch raises ReslabError naming the
+    first differing keys, not a wall of text. Files are read by `reslab.load_weights`.
     """
     if not isinstance(model, nn.Module):
         raise ReslabError(f"load_weights takes a model (an nn.Module) first, got {type(model).__name__}")
-    if isinstance(weights, str | Path):
-        weights = _read(Path(weights))
     if not isinstance(weights, Mapping):
         raise ReslabError(f"weights must be a file path or a state dict, got {type(weights).__name__}")
     state = convert_state_dict(weights)
@@ -129,9 +133,10 @@ def load_weights(model: nn.Module, weights: Mapping[str, Tensor] | str | Path,
     if state.origin == "akamaster" and pads != {"both"}:
         raise ReslabError("these weights come from akamaster/pytorch_resnet_cifar10, whose option-A shortcut pads the "
                           "new channels on both sides: build the model with shortcut_pad='both' "
-                          "(--set model_args={\"shortcut_pad\":\"both\"})")
+                          "(--set model_args={\"shortcut_pad\":\"both\"}), or call load_weights(path) alone")
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    counters = {k: torch.zeros_like(v) for k, v in own.items() if k.endswith("." + BN_COUNTER) and k not in state}
+    missing = [k for k in own if k not in state and k not in counters]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in state and state[k].shape != v.shape]
@@ -150,29 +155,97 @@ def load_weights(model: nn.Module, weights: Mapping[str, Tensor] | str | Path,
         if any(".downsample." in k for k in unexpected) and pads:
             hint = "they have projection shortcuts: build the model with shortcut='B' (chenyaofo's CIFAR nets: B)"
         raise ReslabError(f"weights do not fit this model: {', '.join(parts)}; {hint}")
-    model.load_state_dict(state, strict=strict)
+    model.load_state_dict({**state, **counters}, strict=strict)
     return model
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The tensors and the metadata of a .safetensors file; a bad file is one ReslabError line."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+# --- which model a state dict is ----------------------------------------------------
+@dataclass(frozen=True)
+class Recognised:
+    """The registered model (and overrides) whose every key and shape a state dict fits."""
 
+    name: str
+    args: dict[str, Any]
+    family: str  # where files of this layout come from, in words
+
+
+def _blocks(keys: set[str], stage: int) -> int:
+    return len({k.split(".")[1] for k in keys if k.startswith(f"layer{stage}.")})
+
+
+def _fits(name: str, args: dict[str, Any], state: Mapping[str, Tensor]) -> bool:
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
-    except Exception as e:  # corrupt, truncated or not safetensors at all
-        raise ReslabError(f"cannot read weights from {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        with torch.device("meta"):
+            own = create_model(name, **args).state_dict()
+    except (ReslabError, TypeError, ValueError):
+        return False
+    own = {k: v for k, v in own.items() if not (k.endswith("." + BN_COUNTER) and k not in state)}
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
-def _read(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise ReslabError(f"no weights file at {path}")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)[0]
-    obj = unwrap(torch_load(path, "weights file"))
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ReslabError(f"{path} does not hold a state dict of tensors")
-    return dict(obj)
+def _candidates(keys: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(registered name, overrides) that a state dict with these keys could be, by its layout."""
+    bottleneck = "layer1.0.conv3.weight" in keys
+    preact = "bn_final.weight" in keys
+    if "layer4.0.conv1.weight" in keys:  # an ImageNet net: the registered names, each as it is
+        return [(n, {}) for n in list_models() if default_input_size(n)[1] > 32]
+    n = _blocks(keys, 1)
+    depth = (9 if bottleneck else 6) * n + 2
+    kinds = ["preact_resnet"] if preact else ["resnet", "plain"]
+    out = []
+    for kind in kinds:
+        base = {"preact_resnet": "preact_resnet164" if bottleneck else "preact_resnet110"}.get(kind, f"{kind}20")
+        name, extra = (f"{kind}{depth}", {}) if f"{kind}{depth}" in list_models() else (base, {"depth": depth})
+        for shortcut in ({},) if kind == "plain" else ({}, {"shortcut": "B"}, {"shortcut": "C"}):
+            out.append((name, {**extra, **shortcut}))
+    return out
+
+
+_NAME_IT = "name the model they are for (--model NAME; in Python load_weights(create_model(NAME, ...), path))"
+
+
+def recognise(weights: Mapping[str, Tensor]) -> Recognised:
+    """The model a torchvision, timm, akamaster, chenyaofo or reslab state dict is, from its keys
+    and shapes alone; ReslabError (with the choices) when it fits none or several.
+
+    Layouts that keys cannot tell apart are settled as their publishers made them: an ImageNet
+    bottleneck net is torchvision's and timm's v1.5 (stride in the 3x3), not v1; akamaster's
+    head names its files (option A padded on both sides). A CIFAR net without projections fits
+    a ResNet (option A) and a plain net alike, and is refused.
+    """
+    state = convert_state_dict(weights)
+    keys = set(state)
+    if "conv1.weight" not in keys or "fc.weight" not in keys or "layer1.0.conv1.weight" not in keys:
+        raise ReslabError(f"these weights are not a ResNet that reslab knows (no conv1, layer1 and fc/linear keys); "
+                          f"{_NAME_IT}")
+    head = {"num_classes": state["fc.weight"].shape[0], "in_chans": state["conv1.weight"].shape[1]}
+    if state.origin == "akamaster":
+        head["shortcut_pad"] = "both"
+    candidates = _candidates(keys)
+    if state.origin == "akamaster":  # their files are ResNets; a plain net takes no shortcut padding
+        candidates = [(n, a) for n, a in candidates if n.startswith("resnet")]
+    fits = [(n, {**a, **head}) for n, a in candidates if _fits(n, {**a, **head}, state)]
+    if len(fits) > 1:  # keys cannot tell v1 from v1.5; torchvision and timm publish v1.5
+        fits = [(n, a) for n, a in fits if not n.endswith("_v1")] or fits
+    if not fits:
+        raise ReslabError(f"these weights fit no registered model (a ResNet of another depth or width?); {_NAME_IT}")
+    if len(fits) > 1:
+        depth = fits[0][1].get("depth") or re.sub(r"\D", "", fits[0][0])
+        choices = ", ".join(f"{n}({', '.join(f'{k}={v!r}' for k, v in a.items() if k not in head)})" for n, a in fits)
+        raise ReslabError(f"these weights fit several {depth}-layer models, with the same keys and shapes: {choices}, "
+                          f"or a ResNet with shortcut_pad='both'; {_NAME_IT}")
+    name, args = fits[0]
+    if state.origin == "akamaster":
+        family = "akamaster/pytorch_resnet_cifar10"
+    elif state.origin == "timm-resnetv2":
+        family = "timm (resnetv2)"
+    elif "layer4.0.conv1.weight" in keys:
+        family = "torchvision or timm"
+    elif args.get("shortcut") == "B":
+        family = "chenyaofo/pytorch-cifar-models"
+    else:
+        family = "a bare state dict"
+    with torch.device("meta"):  # the head sizes the model has anyway need not be stated
+        plain = create_model(name)
+    defaults = {"num_classes": plain.fc.out_features, "in_chans": plain.conv1.in_channels}
+    return Recognised(name, {k: v for k, v in args.items() if defaults.get(k, object()) != v}, family)

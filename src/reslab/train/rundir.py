@@ -1,12 +1,12 @@
 """A run directory and its files: the checkpoint's contents (the only code that knows its
-keys), which file a path means, a model rebuilt from what a file records, weights of any
-origin, and the rules for writing into a run directory.
+keys), which file a path means, a model rebuilt from what a checkpoint records, and the rules
+for writing into a run directory.
 
     ckpt = Checkpoint.read("runs/r20/best.pt")   # verified; .step, .classes, .build()
     trained = load_trained("runs/r20")           # best.pt, else last.pt: the chosen model
-    weights = read_weights("runs/r20")           # model.safetensors, else last.pt
 
-The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s.
+The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s; weights files of any
+origin are `reslab.weights`'.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.streaming import eval_resize
-from ..errors import ReslabError, torch_load
+from ..errors import ReslabError
 from ..models import create_model
-from ..models.convert import convert_state_dict, load_weights, read_safetensors, unwrap
 from ..models.flops import check_input_size
 from .checkpoint import export_safetensors, load_checkpoint, save_checkpoint
 from .config import TrainConfig, recipe_differences
@@ -170,99 +169,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     return Trained(model, ckpt.model_name, tuple(ckpt.image_size), list(ckpt.classes), tuple(ckpt.mean),
                    tuple(ckpt.std), TrainConfig.from_dict(ckpt.config), ckpt.step, ckpt.loader,
                    args=dict(ckpt.model_args))
-
-
-def load_any(source: str | Path | None = None, name: str | None = None) -> Trained:
-    """Builds a model in eval mode from a weights/checkpoint file and/or a registered name.
-
-    source: a .safetensors file, a state_dict file, a reslab training
-    checkpoint, or a run directory (its model.safetensors, else last.pt);
-    None builds `name` with fresh weights. `name` overrides the recorded
-    model; without a record the classifier size and input channels follow
-    the stored `fc.weight` and `conv1.weight`.
-    """
-    if source is None:
-        if name is None:
-            raise ReslabError("give a checkpoint file or --model NAME")
-        return Trained(create_model(name).eval(), name, None, random=True)
-    weights = read_weights(source)
-    name, args, state = name or weights.name, dict(weights.args), weights.state
-    if name is None:
-        raise ReslabError(f"{weights.path} does not record its model; pass --model NAME")
-    if not args:
-        if "fc.weight" in state:
-            args["num_classes"] = state["fc.weight"].shape[0]
-        if "conv1.weight" in state:
-            args["in_chans"] = state["conv1.weight"].shape[1]
-    model = create_model(name, **args)
-    try:
-        load_weights(model, state)
-    except ReslabError as e:
-        raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
-    return Trained(model.eval(), name, weights.image_size, weights.classes, weights.mean, weights.std,
-                   loader=weights.loader, args=args)
-
-
-@dataclass(frozen=True)
-class Weights:
-    """A state_dict (reslab's key names) and what its file records about it (None / {} when nothing)."""
-
-    path: Path
-    state: dict[str, Tensor]
-    name: str | None = None
-    args: dict = field(default_factory=dict)
-    image_size: tuple[int, int, int] | None = None
-    classes: list[str] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    loader: str = "memory"  # how the run read its data, so how its evaluation fitted an image
-
-
-def _read_state(path: Path) -> Weights:
-    """The state_dict of a weights or checkpoint file and what the file records."""
-    if path.suffix == ".safetensors":
-        state, meta = read_safetensors(path)
-        meta.setdefault("image_size", meta.get("input_size"))  # `reslab export` names it as ONNX files do
-        record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if meta.get(k)}
-        return _weights(path, state, meta.get("model_name"), record | {"loader": meta.get("loader")})
-    obj = torch_load(path, "weights file")
-    if not isinstance(obj, dict):
-        raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
-    if "model_name" in obj and "model" in obj:
-        # A reslab training checkpoint: verify its digest, deploy the EMA weights if it kept them.
-        ckpt = Checkpoint.read(path)
-        return _weights(path, ckpt.eval_weights(), ckpt.model_name,
-                        {k: getattr(ckpt, k) for k in ("model_args", "image_size", "classes", "mean", "std", "loader")})
-    obj = unwrap(obj)  # e.g. akamaster's {"state_dict": ..., "best_prec1": ...}
-    if not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
-    return Weights(path, obj)
-
-
-def _weights(path: Path, state: dict[str, Tensor], name: str | None, record: dict[str, Any]) -> Weights:
-    def get(key: str, kind: type) -> Any:
-        value = record.get(key)
-        return kind(value) if value else None
-
-    return Weights(path, state, name, dict(record.get("model_args") or {}), get("image_size", tuple),
-                   get("classes", list), get("mean", tuple), get("std", tuple), record.get("loader") or "memory")
-
-
-def read_weights(source: str | Path) -> Weights:
-    """The weights of `source` with reslab's key names, and what its file records.
-
-    source: a .safetensors file, a state_dict file (torchvision, timm or reslab), a reslab
-    training checkpoint (its EMA weights if it kept them) or a run directory (its
-    model.safetensors, else last.pt). A reslab file records the model name and args, the
-    image size, the class names and the normalization.
-    """
-    path = resolve(source, "weights")
-    if not path.is_file():
-        raise ReslabError(f"no such checkpoint file: {path}")
-    weights = _read_state(path)
-    return dataclasses.replace(weights, state=convert_state_dict(weights.state))
-
-
 
 
 # --- writing into a run directory --------------------------------------------------

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
-from ..models import compiled_batchnorm, load_weights, model_info
+from ..models import compiled_batchnorm, fit_weights, model_info
 from ..runtime import Dist, amp_dtype, environment, resolve_device, tune_allocator
+from ..weights import load_any, read_weights
 from .checkpoint import rng_state, set_rng_state
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
 from .logging import MetricsLog
-from .rundir import Checkpoint, build_model, load_trained, read_weights
+from .rundir import Checkpoint, build_model
 from .splits import Splits, load_data, make_loader, model_args_for
 from .step import EMA, RunState, build_optimizer
 from .tracking import make_trackers
@@ -154,7 +155,7 @@ def init_weights(model: nn.Module, source: str) -> str:
         note += f", new classifier ({state['fc.weight'].shape[0]} -> {own['fc.weight'].shape[0]} classes)"
         state = state.replace({k: own[k] for k in ("fc.weight", "fc.bias") if k in own})
     try:
-        load_weights(model, state)
+        fit_weights(model, state)
     except ReslabError as e:
         raise ReslabError(f"init {path}: {e}") from None
     return note
@@ -163,9 +164,12 @@ def init_weights(model: nn.Module, source: str) -> str:
 def load_teacher(cfg: TrainConfig, splits: Splits, device: torch.device, compiled: bool) -> nn.Module:
     """The frozen eval-mode model of cfg.teacher (a run directory or checkpoint), checked against the data."""
     try:
-        t = load_trained(cfg.teacher, device)
+        t = load_any(cfg.teacher, purpose="model", device=device)
     except ReslabError as e:
         raise ReslabError(f"teacher: {e}") from None
+    if t.classes is None or t.mean is None or t.image_size is None:
+        raise ReslabError(f"teacher {cfg.teacher} records no classes or input normalization; distill from a "
+                          "reslab run or checkpoint (or a file of a known family)")
     if t.classes != splits.classes:
         raise ReslabError(f"teacher {cfg.teacher} was trained on other classes ({len(t.classes)}: "
                           f"{', '.join(t.classes[:5])}...); distill from a run on the same data")
