@@ -34,6 +34,12 @@ def world(tmp_path_factory):
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(one / f"{i}.png")
     (user / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    import torch
+
+    import reslab
+
+    torch.save(reslab.create_model("resnet20").state_dict(), user / "bare-resnet20.pt")  # records no model
+    torch.save({"epoch": 3}, user / "stub.pt")
     Image.new("L", (1, 1)).resize((1, 1)).save(user / "huge.png")
     _make_bomb(user / "huge.png")
     return root
@@ -120,6 +126,10 @@ CASES = [
     (["bench", "--models", "resnet20", "--json", U + "/notes.txt", "--repeats", "1"], "reslab does not replace"),
     (["eval", R, "--confusion", R + "/last.pt"], "belongs to the run"),
     (["eval", R, "--confusion", U + "/notes.txt"], "reslab does not replace it"),
+    (["eval", R, "--data", "cifar11", "--confusion", "{new}.pt"], "give a name ending in one"),  # before evaluating
+    (["eval", U + "/bare-resnet20.pt", "--data", "digits"], "fit several 20-layer models"),
+    (["eval", U + "/bare-resnet20.pt", "--data", "digits", "--split", "val"], "fit several 20-layer models"),
+    (["predict", U + "/stub.pt", U + "/corrupt.png"], "no model state_dict"),
     (["plot", R, "--out", R + "/summary.json"], "belongs to the run"),
     (["plot", R, "--out", U + "/results.json"], "reslab does not replace it"),
     (["plot", U], "not a reslab run"),

@@ -90,3 +90,15 @@ def test_the_layer_check_sees_an_upward_import() -> None:
     assert _imports("from . import streaming\n", "data", is_package=True) == {"data.streaming"}
     assert _imports("if TYPE_CHECKING:\n    from ..train import loop\n", "models.blocks") == set()
     assert _layer("train.loop") > _layer("models.blocks") == _layer("models")
+
+
+def test_every_subpackage_and_module_resolves_from_the_package():
+    """`import reslab; reslab.train.preset` works as `reslab.data` does, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    names = sorted({_module(p).split(".")[0] for p in SRC.rglob("*.py")} - {"", "__main__", "_lazy", "cli"})
+    code = ("import reslab, sys; missing = [n for n in sys.argv[1:] if not hasattr(reslab, n)]; "
+            "assert not missing, missing; assert callable(reslab.train.preset) and reslab.models.create_model; "
+            "assert callable(reslab.summary) and callable(reslab.optimize)")
+    subprocess.run([sys.executable, "-c", code, *names], check=True)

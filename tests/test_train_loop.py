@@ -744,17 +744,25 @@ def test_validation_and_test_figures_are_the_emas_under_the_runs_autocast(tmp_pa
     ema = load_trained(run / "last.pt").model  # the EMA's weights, as kept
     assert not torch.equal(ema.state_dict()["fc.weight"], load_checkpoint(run / "last.pt")["model"]["fc.weight"])
 
+    if cfg.channels_last:  # as the loop holds it: bf16 kernels differ with the memory format on some CPUs
+        ema = ema.to(memory_format=torch.channels_last)
+
     def figures(ds, amp):
         return evaluate(ema, make_loader(ds, cfg, False, torch.device("cpu"), batch_size=512), 10, amp)
+
+    # bf16 kernels may differ between the run's process and this one (an AMD EPYC Zen 4 measured 6e-5
+    # relative on the loss): the same figures to within 5e-4, a fifth of the gap between bf16 and fp32 here (2.6e-3)
+    bf16_rel = 5e-4
 
     val, val_fp32 = figures(digits_data.val, torch.bfloat16), figures(digits_data.val, None)
     assert val.loss != pytest.approx(val_fp32.loss, rel=1e-5)  # bf16 figures are not fp32's
     epoch = [r for r in _steps(run) if r["kind"] == "epoch"][-1]
     assert (epoch["val_acc"], epoch["val_top5"]) == (val.top1, val.top5)
-    assert epoch["val_loss"] == pytest.approx(val.loss, rel=1e-6)
+    assert epoch["val_loss"] == pytest.approx(val.loss, rel=bf16_rel)
+    assert abs(val.loss - val_fp32.loss) > 2 * bf16_rel * val.loss  # the tolerance still tells bf16 from fp32
     test = figures(digits_data.test, torch.bfloat16)  # best.pt is last.pt: one validation
     assert (result.test.n, result.test.top1, result.test.top5) == (360, test.top1, test.top5)
-    assert result.test.loss == pytest.approx(test.loss, rel=1e-6)
+    assert result.test.loss == pytest.approx(test.loss, rel=bf16_rel)
     records = [{k: v for k, v in r.items() if k != "time"} for r in _steps(run) if r["kind"] == "test"]
     assert records == [{"kind": "test", "step": 20, "checkpoint": "best.pt", "loss": result.test.loss,
                         "acc": result.test.top1, "top5": result.test.top5}]
