@@ -217,3 +217,65 @@ def test_a_run_kept_as_its_row_only_is_reported_not_retrained(tmp_path):
     assert again["environment"] == published["environment"] and "?" not in again["environment"]
     report = (tmp_path / "again" / "degradation" / "report.md").read_text()
     assert f"Not in the figure: {plain['run']} (its table row was kept, its training log was not)." in report
+
+
+def test_budget_experiment_on_digits_shares_the_depth_runs(tmp_path, capsys):
+    base = TINY.replace(iters=20)
+    depth = run_experiment("depth", tmp_path, base, depths=(8,), progress=False)
+    shared = run_dir(tmp_path, EXPERIMENTS["depth"]((8,))[0], 0) / "last.pt"
+    mtime = shared.stat().st_mtime_ns
+    rows = run_experiment("budget", tmp_path, base, depths=(8, 14), budgets=(10, 20), progress=False)
+    assert [(r.label, r.run) for r in rows] == [("resnet-8 @ 10it", "resnet-8-10it-s0"), ("resnet-8 @ 20it", "resnet-8-s0"),
+                                               ("resnet-14 @ 10it", "resnet-14-10it-s0"),
+                                               ("resnet-14 @ 20it", "resnet-14-s0")]
+    assert shared.stat().st_mtime_ns == mtime and rows[1].test_err == depth[0].test_err  # reused, not retrained
+    for r, iters in zip(rows, (10, 20, 10, 20)):
+        saved = json.loads((tmp_path / "runs" / r.run / "config.json").read_text())
+        assert (saved["iters"], saved["epochs"], saved["model"]) == (iters, None, "resnet20")
+        assert r.seconds > 0
+    results = json.loads((tmp_path / "budget" / "results.json").read_text())
+    gaps = {g["iters"]: g for g in results["gaps"]}
+    assert sorted(gaps) == [10, 20]
+    assert gaps[10]["gap"] == pytest.approx(rows[0].test_err - rows[2].test_err)
+    assert gaps[20]["gap"] == pytest.approx(rows[1].test_err - rows[3].test_err)
+    assert gaps[10]["p"] is None  # one seed: no noise to test against
+    report = (tmp_path / "budget" / "report.md").read_text()
+    assert "## What depth buys at each budget" in report and "| 64,000 (paper) | 8.75 | 6.97 | +1.78 |" in report
+    assert "per doubling of the budget" in report  # the trend, with two budgets
+    assert (tmp_path / "budget" / "budget.png").stat().st_size > 10_000
+    # the CLI: --budgets belongs to the budget experiment
+    assert main(["experiment", "depth", "--budgets", "10", "--out", str(tmp_path / "x")]) == 2
+    assert "--budgets is the budget experiment's" in capsys.readouterr().err
+
+
+def test_differences_are_welchs_t_over_the_seeds():
+    from scipy import stats
+
+    from reslab.experiments.results import Summary, difference
+
+    a, b = [16.34, 16.43, 16.37], [15.54, 15.90, 15.40]
+
+    def summary(label, xs):
+        std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return Summary(label, 0, len(xs), 0.0, None, statistics.fmean(xs), std, min(xs), 0.0)
+
+    d = difference(summary("resnet-20", a), summary("resnet-56", b))
+    want = stats.ttest_ind(a, b, equal_var=False)
+    assert d.diff == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
+    assert d.se == pytest.approx((statistics.variance(a) / 3 + statistics.variance(b) / 3) ** 0.5)
+    assert (d.t, d.p, d.df) == (pytest.approx(want.statistic), pytest.approx(want.pvalue), pytest.approx(want.df))
+    assert d.verdict() == f"resnet-56 is better beyond the seed noise (p = {want.pvalue:.3f})"
+    close = difference(summary("resnet-20", a), summary("resnet-32", [16.2, 16.5, 16.45]))
+    assert close.verdict().startswith("within the seed noise")
+    assert difference(summary("a", [1.0]), summary("b", [2.0])).p is None
+
+
+def test_reports_name_no_path_of_the_machine_that_ran_them():
+    from reslab.experiments.report import portable_command
+
+    assert portable_command("reslab experiment depth --data imagefolder:/work/data/cifar10-jpeg --preset paper-cifar "
+                            "--out /work/runs/paper-8k --seeds 3") == \
+        "reslab experiment depth --data imagefolder:PATH/TO/cifar10-jpeg --preset paper-cifar --out runs/paper-8k " \
+        "--seeds 3"
+    assert portable_command("reslab experiment depth --data digits --out runs/x") == \
+        "reslab experiment depth --data digits --out runs/x"

@@ -319,7 +319,8 @@ def _add_experiment(sub) -> None:
     from .experiments import EXPERIMENTS
     from .train import PRESETS
 
-    p = sub.add_parser("experiment", help="the paper's experiments: degradation, depth, shortcuts, preact, responses",
+    p = sub.add_parser("experiment", help="the paper's experiments: degradation, depth, shortcuts, preact, budget, "
+                                          "responses",
                        formatter_class=_formatter,
                        description="Train every net of an experiment (seeds 0..K-1) into OUT/runs/, then write "
                                    "OUT/NAME/report.md, results.json and the figure. Finished runs are reused, "
@@ -332,6 +333,9 @@ def _add_experiment(sub) -> None:
                    help="CIFAR depths 6n+2 (default: the paper's)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="run length in epochs")
     p.add_argument("--iters", type=_positive_int, default=None, help="run length in optimizer steps")
+    p.add_argument("--budgets", type=_positive_int, nargs="+", default=None, metavar="ITERS",
+                   help="budget: the run lengths to train each depth for (default 2000 4000 8000 16000); "
+                        "the one equal to --iters shares the depth experiment's runs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field for every net (repeatable)")
     p.add_argument("--seeds", type=_positive_int, default=1, help="runs per net, seeds 0..K-1")
@@ -372,7 +376,8 @@ def _run_experiment(args: argparse.Namespace) -> None:
         length = {k: getattr(args, k) for k in ("epochs", "iters") if getattr(args, k)}  # one clears the other
         base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
         run_experiment(args.name, out, base, args.depths, seeds=args.seeds, nets=args.nets, jobs=args.jobs,
-                       train_missing=not args.collect, progress=not args.quiet, command=command)
+                       train_missing=not args.collect, progress=not args.quiet, command=command,
+                       budgets=args.budgets)
     print((Path(out) / args.name / "report.md").read_text())
 
 

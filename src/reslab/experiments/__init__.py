@@ -4,6 +4,7 @@
     reslab experiment depth --data cifar10 --preset paper-cifar         # Table 6
     reslab experiment shortcuts --data cifar10 --preset paper-cifar     # options A/B/C
     reslab experiment preact --data cifar10 --preset paper-cifar        # He et al. 2016
+    reslab experiment budget --data cifar10 --preset paper-cifar --iters 8000 --budgets 2000 4000 8000 16000
     reslab experiment responses                                         # Figure 7, from the runs above
 
 Every net of an experiment is trained with the same recipe (seeds 0..K-1) into

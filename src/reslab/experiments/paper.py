@@ -9,6 +9,7 @@ ResNet-110, as long as they were trained with the same recipe.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,12 @@ class Net:
     group: str = ""
     run: str = ""
     depth: int = 0
+    recipe: tuple[tuple[str, object], ...] = ()  # recipe fields of this net alone (e.g. its budget)
+
+    @property
+    def iters(self) -> int | None:
+        """The run length this net overrides (the budget experiment), else None."""
+        return dict(self.recipe).get("iters")
 
 
 def cifar_net(kind: str, depth: int, group: str = "", label: str | None = None, run: str | None = None,
@@ -89,6 +96,27 @@ def preact(depths: Sequence[int] = (110, 164)) -> list[Net]:
     return nets
 
 
+def budget_label(iters: int) -> str:
+    return f"{iters // 1000}k" if iters % 1000 == 0 else f"{iters}it"
+
+
+def budget(depths: Sequence[int] = (20, 56), budgets: Sequence[int] = (2000, 4000, 8000, 16000),
+           shared: int | None = None) -> list[Net]:
+    """The budget at which depth pays: ResNets of each depth trained at each budget (iterations),
+    the schedule scaled to each (its milestones are fractions of the run). A run of the
+    `shared` length is the depth experiment's own (same run directory); the others are named
+    by their budget (resnet-20-2k)."""
+    if any(b < 1 for b in budgets):
+        raise ValueError(f"budgets must be positive iteration counts, got {list(budgets)}")
+    nets = []
+    for d in depths:
+        for b in sorted(set(budgets)):
+            stem = f"resnet-{d}" if b == shared else f"resnet-{d}-{budget_label(b)}"
+            net = cifar_net("resnet", d, f"resnet-{d}", f"resnet-{d} @ {budget_label(b)}", stem)
+            nets.append(dataclasses.replace(net, recipe=(("iters", b),)))
+    return nets
+
+
 def responses(depths: Sequence[int] = (20, 32, 44, 56, 110)) -> list[Net]:
     """Figure 7: plain and residual nets of the same depths; read from finished runs, not
     trained (those not in the experiment directory are left out of the figure)."""
@@ -96,16 +124,21 @@ def responses(depths: Sequence[int] = (20, 32, 44, 56, 110)) -> list[Net]:
 
 
 EXPERIMENTS = {"degradation": degradation, "depth": depth, "shortcuts": shortcuts, "preact": preact,
-               "responses": responses}
-TRAINED = ("degradation", "depth", "shortcuts", "preact")  # responses reads the others' runs
+               "budget": budget, "responses": responses}
+TRAINED = ("degradation", "depth", "shortcuts", "preact", "budget")  # responses reads the others' runs
 
 
-def experiment_nets(name: str, depths: Sequence[int] | None = None, only: Sequence[str] | None = None) -> list[Net]:
-    """The nets of experiment `name`; `only`: labels or run names to keep (the CLI's --nets)."""
+def experiment_nets(name: str, depths: Sequence[int] | None = None, only: Sequence[str] | None = None,
+                    budgets: Sequence[int] | None = None, shared: int | None = None) -> list[Net]:
+    """The nets of experiment `name`; `only`: labels or run names to keep (the CLI's --nets);
+    budgets, shared: the budget experiment's run lengths and the one it shares with the others."""
     if name not in EXPERIMENTS:
         raise ReslabError(f"unknown experiment {name!r}; experiments: {', '.join(EXPERIMENTS)}")
+    if budgets and name != "budget":
+        raise ReslabError(f"--budgets is the budget experiment's; {name} trains every net for the recipe's length")
+    extra = {"shared": shared, **({"budgets": budgets} if budgets else {})} if name == "budget" else {}
     try:
-        nets = EXPERIMENTS[name](depths) if depths else EXPERIMENTS[name]()
+        nets = EXPERIMENTS[name](depths, **extra) if depths else EXPERIMENTS[name](**extra)
     except ValueError as e:  # e.g. a depth that is not 6n+2
         raise ReslabError(f"{name}: {e}") from None
     if only:

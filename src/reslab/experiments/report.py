@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ from ..train import TrainConfig, read_metrics
 from ..train.config import SPEED_ONLY
 from ..train.logging import _curves, _smooth
 from ..train.rundir import load_trained
-from .paper import Net, experiment_nets, paper_error, paper_params
+from .paper import PAPER_TABLE6, Net, experiment_nets, paper_error, paper_params
 from .responses import layer_responses, plot_responses
-from .results import Row, Summary, run_dir
+from .results import Difference, Row, Summary, difference, run_dir
 
 PAPER_ITERS = 64000
 TITLES = {
@@ -33,6 +34,7 @@ TITLES = {
     "shortcuts": "Shortcut options A, B, C and none (section 4.1 of He et al. 2015, at CIFAR scale)",
     "preact": "Original against pre-activation blocks (He et al. 2016)",
     "responses": "Layer responses of plain and residual nets (Figure 7 of He et al. 2015)",
+    "budget": "The budget at which depth pays (ResNets of two depths at growing run lengths)",
 }
 FIGURE_NOTE = ("Training error (dashed, thin) is the running error of the training batches, with augmentation "
                "and in training mode; the table's training error is measured once at the end, in eval mode, "
@@ -48,12 +50,19 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     folder.mkdir(parents=True, exist_ok=True)
     paths = [Path(out) / "runs" / r.run for r in rows]
     env = _environment(next((p for p in paths if (p / "config.json").is_file()), paths[0]))
-    figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
     by_label = {s.label: s for s in summaries}
-    command = command or _command(name, base, seeds, out)
+    if name == "budget":
+        figure = plot_budget(nets, by_label, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
+    else:
+        figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
+    command = portable_command(command or _command(name, base, seeds, out))
+    diffs = depth_differences(nets, by_label) if name == "depth" else []
+    gaps = budget_gaps(nets, by_label) if name == "budget" else []
     results = {"experiment": name, "recipe": _recipe(base), "seeds": seeds, "environment": env,
                "command": command, "nets": [n.label for n in nets],
-               "summary": [asdict(s) for s in summaries], "runs": [asdict(r) for r in rows]}
+               "summary": [asdict(s) for s in summaries], "runs": [asdict(r) for r in rows],
+               **({"differences": [asdict(d) for d in diffs]} if diffs else {}),
+               **({"gaps": gaps} if gaps else {})}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     missing = [n.label for n in nets if n.label not in by_label]
     lines = [f"# {TITLES[name]}", "",
@@ -67,6 +76,10 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     unlogged = [p.name for p in paths if not (p / "metrics.jsonl").is_file()]
     if unlogged:
         lines += [f"Not in the figure: {', '.join(unlogged)} (its table row was kept, its training log was not).", ""]
+    if diffs:
+        lines += ["## Differences between depths", "", DIFFERENCES_NOTE, "", *_differences_table(diffs), ""]
+    if gaps:
+        lines += ["## What depth buys at each budget", "", GAPS_NOTE, "", *_gaps_table(gaps), ""]
     lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
               f"![{name}]({figure.name})", "", FIGURE_NOTE, ""]
     path = folder / "report.md"
@@ -199,6 +212,20 @@ def findings(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> li
             out.append(f"Paper: the ResNet beats the plain net of the same depth, by more the deeper it is. "
                        f"Ours: the ResNet wins at {len(wins)} of {len(both)} depths; test error plain -> ResNet: "
                        + ", ".join(f"{d}: {p:.2f} -> {r:.2f}" for d, p, r in both) + ".")
+    if name == "depth":
+        for d in depth_differences(nets, by_label):
+            if d.p is not None:
+                out.append(f"Paper: {d.b} beats {d.a}. Ours: {d.a} minus {d.b} = {d.diff:+.2f} +- {d.se:.2f} points; "
+                           f"{d.verdict()}.")
+    if name == "budget":
+        gaps = budget_gaps(nets, by_label)
+        if gaps:
+            a, b = gaps[0]["shallow"], gaps[0]["deep"]
+            pays = [g for g in gaps if g["gap"] > 0 and (g["p"] is None or g["p"] < 0.05)]
+            when = (f"first at {pays[0]['iters']:,} iterations" if pays else "at none of the budgets run")
+            out.append(f"Paper: at 64,000 iterations ResNet-{b} beats ResNet-{a} by {PAPER_GAP[2]} points. Ours: "
+                       f"depth pays ({b} better{' beyond the seed noise' if any(g['p'] for g in pays) else ''}) "
+                       f"{when}" + (f"; {gap_trend(gaps)}." if len(gaps) > 1 else "."))
     if name == "shortcuts":
         for group in dict.fromkeys(n.group for n in nets):
             errs = {n.label: by_label[n.label].test_err for n in nets
@@ -252,6 +279,130 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     axes[0][0].set(ylabel="error (%): train dashed, held-out bold", ylim=(0, top))
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def portable_command(command: str) -> str:
+    """`command` as a reader can type it on their machine: an image folder's absolute path
+    becomes PATH/TO/<its name>, an absolute --out becomes runs/<its name>."""
+    words = shlex.split(command)
+    for i, w in enumerate(words):
+        if w.startswith("imagefolder:/"):
+            words[i] = "imagefolder:PATH/TO/" + Path(w.removeprefix("imagefolder:")).name
+        elif i and words[i - 1] == "--out" and Path(w).is_absolute():
+            words[i] = f"runs/{Path(w).name}"
+    return shlex.join(words)
+
+
+# --- the depth experiment's differences, the budget experiment's gaps ------------------
+PAPER_GAP = (20, 56, 1.78)  # Table 6: ResNet-20 8.75% minus ResNet-56 6.97%, at 64k iterations
+DIFFERENCES_NOTE = ("Test error of the shallower net minus the deeper one's, in points (positive: the deeper net "
+                    "is better), over the seeds each has: the difference of means, its standard error "
+                    "sqrt(s1^2/n1 + s2^2/n2), and Welch's t-test (two-sided; p < 0.05 counts as beyond the "
+                    "seed noise).")
+GAPS_NOTE = ("The gap is ResNet-{a}'s test error minus ResNet-{b}'s at the same budget (positive: depth pays), "
+             "with its standard error over the seeds where a net has several; the paper's gap at 64,000 "
+             "iterations is {paper} points ({a}: 8.75%, {b}: 6.97%).")
+
+
+def _by_depth(nets: Sequence[Net], by_label: dict[str, Summary]) -> list[tuple[Net, Summary]]:
+    return [(n, by_label[n.label]) for n in nets if n.label.startswith("resnet-") and n.label in by_label
+            and by_label[n.label].test_err is not None]
+
+
+def depth_differences(nets: Sequence[Net], by_label: dict[str, Summary]) -> list[Difference]:
+    """Each adjacent pair of depths, and the shallowest against 56 layers (the paper's gap)."""
+    done = _by_depth(nets, by_label)
+    pairs = list(zip(done, done[1:]))
+    first, deep = (done[0] if done else None), next((x for x in done if x[0].depth == 56), None)
+    if first and deep and (first, deep) not in pairs and first is not deep:
+        pairs.append((first, deep))
+    return [difference(a, b) for (_, a), (_, b) in pairs]
+
+
+def _differences_table(diffs: Sequence[Difference]) -> list[str]:
+    rows = [[f"{d.a} - {d.b}", f"{d.diff:+.2f}", f"{d.se:.2f}", "-" if d.t is None else f"{d.t:.2f}",
+             "-" if d.df is None else f"{d.df:.1f}", "-" if d.p is None else f"{d.p:.3f}", d.verdict()]
+            for d in diffs]
+    return _markdown_table(["pair", "difference (points)", "+- se", "t", "df", "p", "in words"], rows)
+
+
+def budget_gaps(nets: Sequence[Net], by_label: dict[str, Summary]) -> list[dict]:
+    """At each budget with both depths finished: the shallower minus the deeper net's test error."""
+    depths = sorted({n.depth for n in nets})
+    if len(depths) < 2:
+        return []
+    a, b = depths[0], depths[-1]
+    at = {(n.depth, n.iters): by_label[n.label] for n in nets if n.label in by_label
+          and by_label[n.label].test_err is not None}
+    out = []
+    for iters in sorted({n.iters for n in nets}):
+        if (a, iters) in at and (b, iters) in at:
+            d = difference(at[a, iters], at[b, iters])
+            out.append({"iters": iters, "shallow": a, "deep": b, "shallow_err": at[a, iters].test_err,
+                        "deep_err": at[b, iters].test_err, "gap": d.diff, "se": d.se, "p": d.p,
+                        "runs": [at[a, iters].runs, at[b, iters].runs]})
+    return out
+
+
+def _gaps_table(gaps: Sequence[dict]) -> list[str]:
+    rows = [[f"{g['iters']:,}", f"{g['shallow_err']:.2f}", f"{g['deep_err']:.2f}",
+             f"{g['gap']:+.2f}" + (f" +- {g['se']:.2f}" if g["p"] is not None else ""),
+             "-" if g["p"] is None else f"{g['p']:.3f}", "/".join(map(str, g["runs"]))] for g in gaps]
+    rows.append([f"{PAPER_ITERS:,} (paper)", "8.75", "6.97", f"+{PAPER_GAP[2]:.2f}", "-", "1/1"])
+    a, b = (gaps[0]["shallow"], gaps[0]["deep"]) if gaps else PAPER_GAP[:2]
+    return _markdown_table(["iterations", f"ResNet-{a} test %", f"ResNet-{b} test %", "gap (points)", "p",
+                            "runs"], rows)
+
+
+def gap_trend(gaps: Sequence[dict]) -> str:
+    """What the gaps do as the budget grows, and a straight line in log2(budget) carried to 64k
+    (a guide to the direction, not a measurement)."""
+    import numpy as np
+
+    if len(gaps) < 2:
+        return ""
+    shown = ", ".join(f"{g['iters'] // 1000 if g['iters'] % 1000 == 0 else g['iters']}"
+                      f"{'k' if g['iters'] % 1000 == 0 else ''}: {g['gap']:+.2f}" for g in gaps)
+    xs, ys = np.log2([g["iters"] for g in gaps]), np.array([g["gap"] for g in gaps])
+    slope, icept = np.polyfit(xs, ys, 1)
+    at64 = slope * np.log2(PAPER_ITERS) + icept
+    grows = "grows" if slope > 0 else "shrinks"
+    return (f"the gap {grows} by {abs(slope):.2f} points per doubling of the budget ({shown}); carried on as a "
+            f"straight line in log2(iterations), it would be {at64:+.2f} at 64k against the paper's "
+            f"+{PAPER_GAP[2]:.2f} (an extrapolation over {len(gaps)} budgets, not a measurement)")
+
+
+def plot_budget(nets: Sequence[Net], by_label: dict[str, Summary], path: Path, title: str = "") -> Path:
+    """Test error against iterations (log scale), one line per depth with the seeds' std as
+    error bars, and the paper's 64k errors marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, depth in enumerate(sorted({n.depth for n in nets})):
+        pts = sorted((n.iters, by_label[n.label]) for n in nets if n.depth == depth and n.label in by_label
+                     and by_label[n.label].test_err is not None)
+        color = colors[i % len(colors)]
+        if pts:
+            ax.errorbar([x for x, _ in pts], [s.test_err for _, s in pts], yerr=[s.test_std or 0 for _, s in pts],
+                        color=color, marker="o", capsize=3, label=f"ResNet-{depth} (ours)")
+        paper = PAPER_TABLE6.get(f"resnet-{depth}")
+        if paper:
+            ax.scatter([PAPER_ITERS], [float(paper[0].split()[0])], color=color, marker="*", s=140, zorder=3,
+                       label=f"ResNet-{depth}, paper (official images)")
+    ax.set(xscale="log", xlabel="iterations (batch 128)", ylabel="test error (%)")
+    ax.set_xticks([2000, 4000, 8000, 16000, 32000, 64000], ["2k", "4k", "8k", "16k", "32k", "64k"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

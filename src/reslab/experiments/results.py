@@ -66,3 +66,41 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
                            (statistics.stdev(tests) if len(tests) > 1 else 0.0) if tests else None,
                            min(tests) if tests else None, mean("seconds")))
     return out
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Test error of `a` minus that of `b` (points), over their seeds: the difference of means,
+    its standard error sqrt(sa^2/na + sb^2/nb), and Welch's t-test (unequal variances)."""
+
+    a: str
+    b: str
+    diff: float
+    se: float
+    t: float | None  # None where a net has one run: no spread to test against
+    df: float | None
+    p: float | None  # two-sided
+
+    def verdict(self, level: float = 0.05) -> str:
+        """In words, with `a` the shallower net: which is better, and whether beyond the seed noise."""
+        if self.p is None:
+            return "one run of a net: no seed noise to weigh the difference against"
+        better = self.b if self.diff > 0 else self.a
+        if self.p < level:
+            return f"{better} is better beyond the seed noise (p = {self.p:.3f})"
+        return f"within the seed noise (p = {self.p:.2f})"
+
+
+def difference(a: Summary, b: Summary) -> Difference:
+    """a's test error minus b's, with Welch's t-test over their seeds."""
+    from scipy import stats
+
+    diff = a.test_err - b.test_err
+    var_a, var_b = a.test_std ** 2 / a.runs, b.test_std ** 2 / b.runs
+    se = (var_a + var_b) ** 0.5
+    if a.runs < 2 or b.runs < 2 or se == 0:
+        return Difference(a.label, b.label, float(diff), float(se), None, None, None)
+    t, p = stats.ttest_ind_from_stats(a.test_err, a.test_std, a.runs, b.test_err, b.test_std, b.runs,
+                                      equal_var=False)
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (a.runs - 1) + var_b ** 2 / (b.runs - 1))
+    return Difference(a.label, b.label, float(diff), float(se), float(t), float(df), float(p))

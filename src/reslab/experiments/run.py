@@ -61,7 +61,8 @@ def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
     With the paper's schedule (lr 0.1, steps), nets of 110 layers and more start at lr 0.01
     until the training error is under 80% (section 4.2), as `preset("paper-cifar")` does.
     """
-    changes: dict = {"model": net.model, "model_args": {**base.model_args, **dict(net.args)}, "seed": seed}
+    changes: dict = {"model": net.model, "model_args": {**base.model_args, **dict(net.args)}, "seed": seed,
+                     **dict(net.recipe)}
     if net.depth >= 110 and base.warmup_lr is None and base.lr == 0.1 and base.schedule == "multistep":
         changes.update(warmup_lr=0.01, warmup_until_error=0.8)
     return base.replace(**changes)
@@ -87,13 +88,14 @@ def check_recipe(path: Path, cfg: TrainConfig) -> None:
 def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
                    depths: Sequence[int] | None = None, seeds: int = 1, nets: Sequence[str] | None = None,
                    jobs: int = 1, train_missing: bool = True, progress: bool = True,
-                   command: str | None = None) -> list[Row]:
+                   command: str | None = None, budgets: Sequence[int] | None = None) -> list[Row]:
     """Trains the nets of experiment `name` (seeds 0..seeds-1 each) with recipe `base`, then
     writes out/NAME/report.md, results.json and the figure from every finished run it finds.
 
     nets: labels or run names to train (the others are only collected); jobs: runs at once, each
     in its own process with threads split between them; train_missing=False trains nothing
-    and reports what is there. Returns one Row per finished run.
+    and reports what is there; budgets: the budget experiment's run lengths (its run of the
+    recipe's own length is shared with the other experiments). Returns one Row per finished run.
     """
     if name not in TRAINED:
         raise ReslabError(f"unknown experiment {name!r} to train; experiments: {', '.join(TRAINED)} "
@@ -101,8 +103,8 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
     if seeds < 1 or jobs < 1:
         raise ReslabError(f"seeds and jobs must be positive, got seeds={seeds}, jobs={jobs}")
     base = base or digits_recipe()
-    all_nets = experiment_nets(name, depths)
-    chosen = experiment_nets(name, depths, nets) if nets else all_nets
+    all_nets = experiment_nets(name, depths, budgets=budgets, shared=base.iters)
+    chosen = experiment_nets(name, depths, nets, budgets=budgets, shared=base.iters) if nets else all_nets
     tasks = [(net, seed) for net in all_nets for seed in range(seeds)]
     for net, seed in tasks:
         check_recipe(run_dir(out, net, seed), net_config(base, net, seed))
