@@ -7,6 +7,7 @@ through every path that reads weights and must predict as its own project's mode
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def reference(name: str, path: Path) -> torch.nn.Module:
     if path.suffix == ".safetensors":
         state = load_file(str(path))
     else:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")  # akamaster's were saved on a GPU
         state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     missing, unexpected = theirs.load_state_dict(state, strict=False)
@@ -214,3 +215,27 @@ def test_a_teacher_from_a_published_file_goes_through_the_same_reader(tmp_path, 
             "--set", f"teacher={path}", "--out", str(tmp_path / "run")]
     assert main(argv) == 2  # read and recognised, then refused for what it is: CIFAR-10's ten classes
     assert "teacher" in (err := capsys.readouterr().err) and "other classes" in err
+
+
+REAL = os.environ.get("RESLAB_PEER_WEIGHTS")  # a folder of published files, e.g. akamaster's pretrained_models/
+
+
+@pytest.mark.skipif(not REAL, reason="set RESLAB_PEER_WEIGHTS to a folder holding published weights files "
+                                     "(e.g. akamaster's resnet20-12fca82f.th) to check them against the manifests")
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_real_published_file_matches_its_manifest_and_predicts_as_its_project(name):
+    m = json.loads((MANIFESTS / f"{name}.json").read_text())
+    path = Path(REAL) / Path(m["file"]).name
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not in {REAL}")
+    if m["serialization"] == "safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+        state = obj[m["container"]] if m["container"] else obj
+    assert [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state.items()] == m["tensors"]
+    x = torch.randn(2, 3, FAMILIES[name][3], FAMILIES[name][3], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(reslab.load_weights(path).eval()(x), reference(name, path)(x), rtol=1e-4, atol=1e-4)

@@ -40,15 +40,17 @@ def akamaster(folder: Path) -> None:
         path = folder / file
         with open(path, "rb") as f:
             protocol = f.read(2)[1] if not zipfile.is_zipfile(path) else None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        saved_on = set()  # the devices the tensors were saved from
+        obj = torch.load(path, map_location=lambda storage, loc: saved_on.add(loc) or storage, weights_only=True)
         extra = {k: float(v) for k, v in obj.items() if k != "state_dict"}
         sd = obj["state_dict"]
         write(f"akamaster_{file.split('-')[0]}", {
             "file": file, "family": "akamaster/pytorch_resnet_cifar10",
             "source": f"read from the published file pretrained_models/{file} (PyTorch before 0.4.1: no "
-                      "num_batches_tracked; DataParallel's module. prefix; head named linear)",
+                      "num_batches_tracked; tensors saved on a GPU; DataParallel's module. prefix; head named linear)",
             "serialization": "legacy" if protocol else "zip", "pickle_protocol": protocol,
-            "container": "state_dict", "extra": extra, "dict": type(sd).__name__, "tensors": tensors(sd)})
+            "container": "state_dict", "extra": extra, "dict": type(sd).__name__, "saved_on": sorted(saved_on),
+            "tensors": tensors(sd)})
 
 
 def chenyaofo(repo: Path) -> None:
