@@ -41,7 +41,7 @@ def akamaster(folder: Path) -> None:
         with open(path, "rb") as f:
             protocol = f.read(2)[1] if not zipfile.is_zipfile(path) else None
         saved_on = set()  # the devices the tensors were saved from
-        obj = torch.load(path, map_location=lambda storage, loc: saved_on.add(loc) or storage, weights_only=True)
+        obj = torch.load(path, map_location=lambda storage, loc, seen=saved_on: seen.add(loc) or storage, weights_only=True)
         extra = {k: float(v) for k, v in obj.items() if k != "state_dict"}
         sd = obj["state_dict"]
         write(f"akamaster_{file.split('-')[0]}", {
