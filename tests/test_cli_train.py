@@ -105,7 +105,7 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     ("notes.pt", b"some text", ["export", "{f}", "--format", "onnx", "--out", "{o}"],
      "notes.pt is corrupt or truncated, or not a file torch.save wrote"),
     ("notes.pt", b"some text", ["predict", "{f}", "x.png"], "notes.pt is corrupt or truncated"),
-    ("model.safetensors", b"garbage", ["predict", "{f}", "x.png"], "holds weights only"),
+    ("model.safetensors", b"garbage", ["predict", "{f}", "x.png"], "cannot read weights from"),
 ])
 def test_unreadable_files_are_one_line_exit_2(name, content, argv, message, capsys, tmp_path):
     f = tmp_path / name
