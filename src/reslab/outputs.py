@@ -44,21 +44,73 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | Path, keep_as: str | Path | None = None) -> Iterator[Path]:
+    """The one atomic write of reslab: yields a temporary path beside `path` (same suffix, so
+    writers that pick a format by suffix pick the right one) to write a file or a directory
+    into; when the block ends it is flushed to disk, renamed over `path` and the rename made
+    durable (the directory's entry synced). Readers see the old `path` or the new, never half;
+    a failure leaves the old one and no temporary file. OSError passes to the caller.
+
+    keep_as: once the new bytes are on disk, the old file (if any) is also kept under this name,
+    hard-linked (copied where links fail), so that `path` exists at every moment.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    _remove(tmp)
+    try:
+        yield tmp
+        for f in (sorted(tmp.iterdir()) if tmp.is_dir() else [tmp]):
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if keep_as is not None and path.exists():
+            kept = Path(keep_as).with_name(f".{Path(keep_as).name}.tmp{os.getpid()}")
+            _remove(kept)
+            try:
+                os.link(path, kept)
+            except OSError:  # file systems without hard links
+                import shutil
+
+                shutil.copyfile(path, kept)
+            os.replace(kept, keep_as)
+        os.replace(tmp, path)  # a directory only where `path` is none yet
+        _fsync_dir(path.parent)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def output_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Iterator[Path]:
     """Yields a temporary path to write the file to; renames it over `path` when the block ends."""
     path = check_output(path, suffixes, what)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # writers pick formats by suffix
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            yield tmp
     except OSError as e:
         raise ReslabError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def write_text(path: str | Path, text: str, suffixes: tuple[str, ...], what: str) -> Path:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ReslabError
+from ..outputs import atomic_path
 from . import download as dl
 
 # Bump when the cache layout or the decoding changes, so old caches are not read.
@@ -254,23 +255,18 @@ def _cache_path(root, kind: str, key_parts: Sequence[str]) -> Path:
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write the arrays and meta.json into a temporary folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        for name, a in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(a))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "meta.json").is_file():  # not another process's finished copy
-                raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            for name, a in arrays.items():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(a))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     except OSError as e:
+        if (path / "meta.json").is_file():  # another process's finished copy took the place first
+            return
         raise ReslabError(f"cannot write the data cache {path}: {e.strerror or e}; choose a "
                           f"writable data directory with --data-dir or ${dl.ENV_VAR}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _prune_stale(current: Path, meta: dict) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ReslabError
+from ..outputs import atomic_path
 
 ENV_VAR = "RESLAB_DATA"
 DEFAULT_DIR = "~/.cache/reslab"
@@ -115,8 +116,6 @@ def _fetch(url: str, tmp: Path, md5: str, timeout: float, progress: bool) -> Non
                     bar.update(len(chunk))
             if bar is not None:
                 bar.close()
-            f.flush()
-            os.fsync(f.fileno())
     except urllib.error.HTTPError as e:
         raise _DownloadFailed(f"{url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -155,15 +154,15 @@ def download_file(remote: Remote, directory: str | os.PathLike, *, timeout: floa
                           f"choose another with --data-dir or ${ENV_VAR}") from None
     failures = []
     for url in remote.urls:
-        tmp = directory / f".{remote.filename}.{os.getpid()}.part"
         try:
-            _fetch(url, tmp, remote.md5, timeout, progress)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # the file appears complete and checked, or not at all
+                _fetch(url, tmp, remote.md5, timeout, progress)
             return target
         except _DownloadFailed as e:
             failures.append(str(e))
-        finally:
-            tmp.unlink(missing_ok=True)
+        except OSError as e:
+            raise ReslabError(f"cannot write {target}: {e.strerror or e}; choose another data directory "
+                              f"with --data-dir or ${ENV_VAR}") from None
     raise ReslabError(f"could not download {remote.filename} ({'; '.join(failures)}); "
                       + _place_by_hand(remote, directory))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ReslabError, torch_load
+from ..outputs import atomic_path
 
 FORMAT = "reslab-checkpoint-1"
 DIGEST_KEY = "sha256"
@@ -61,47 +61,8 @@ def atomic_write_bytes(path: Path, data: bytes, keep_as: Path | None = None) -> 
     keep_as: once the new bytes are safely on disk, the old file (if any) is also kept under
     this name. It is hard-linked, not moved, so `path` exists at every moment.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_as is not None and path.exists():
-            _link_or_copy(path, Path(keep_as))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError:  # file systems without hard links
-        import shutil
-
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path, keep_as) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import ReslabError
 from ..evaluate import EvalResult, evaluate
+from ..outputs import atomic_path
 from ..runtime import dist_from_env
 from .config import TrainConfig
 from .logging import Progress, plot_runs
@@ -281,7 +282,8 @@ def _finish(run: Run, seconds: float, images: int, progress: bool) -> TrainResul
                "test": None if result.test is None else {k: v for k, v in result.test.to_dict().items()
                                                          if k != "confusion"},
                "train_seconds": round(seconds, 1), "train_img_s": round(result.images_per_s, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / "summary.json") as tmp:  # the file that marks the run finished: whole or absent
+        tmp.write_text(json.dumps(summary, indent=2))
     if progress:
         test = f", test acc {result.test.top1:.4f}" if result.test else ""
         print(f"done: {result.steps} steps in {seconds:.0f} s ({result.images_per_s:.0f} img/s){test}; "

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ReslabError
 from ..models import compiled_batchnorm, fit_weights, model_info
+from ..outputs import atomic_path
 from ..runtime import Dist, amp_dtype, environment, resolve_device, tune_allocator
 from ..weights import load_any, read_weights
 from .checkpoint import rng_state, set_rng_state
@@ -122,7 +123,8 @@ def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | Non
         env["teacher"] = {"model": cfg.teacher, "arch": type(getattr(run.teacher, "_orig_mod", run.teacher)).__name__}
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
         log.trackers = make_trackers(cfg.log, out, {**cfg.to_dict(), "env": env}, cfg.mlflow_uri)
         if ckpt is not None:
             log.write("event", step=run.state.step, message="resumed")
