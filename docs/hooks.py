@@ -46,7 +46,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpar
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    formatter = argparse.HelpFormatter(parser.prog, width=100)
+    formatter = argparse.HelpFormatter(parser.prog, width=80)
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)
     return formatter.format_help().strip()
 
@@ -78,7 +78,10 @@ def _default(action: argparse.Action) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    """Text for a table cell: one line, pipes escaped, and what Markdown would take for HTML
+    (`KEY.<ext>`) or for attributes (`e.g. {"shortcut":"B"}`) written as entities."""
+    text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("{", "&#123;").replace("}", "&#125;")
 
 
 def _sentence(text: str) -> str:
@@ -237,8 +240,8 @@ def config_page() -> str:
             section = f.section
             lines += ["", f"## {section[0].upper() + section[1:]}", "",
                       "| field | type | default | meaning | values |", "| --- | --- | --- | --- | --- |"]
-        lines.append(f'| <a id="{f.name}"></a>`{f.name}` | `{_cell(f.type)}` | `{set_value(f.default)}` '
-                     f"| {_cell(f.meaning)} | {f.allowed} |")
+        lines.append(f'| <a id="{f.name}"></a>`{f.name}` | `{f.type}` | `{set_value(f.default)}` '
+                     f"| {_cell(f.meaning)} | {f.allowed} |")  # a pipe inside backticks stays in its cell
     lines += ["", "`compile=auto` compiles runs of at least "
                   f"`COMPILE_AUTO_MIN_STEPS` = {config.COMPILE_AUTO_MIN_STEPS:,} steps.",
               "Fields that change only how fast a run goes or where it is cached or tracked (a resumed or "
