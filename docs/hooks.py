@@ -263,7 +263,8 @@ def config_page() -> str:
 # Pages of the Python API: (page, title, module, what the page is for).
 API = [
     ("reslab", "reslab", "The top-level names: `import reslab` loads nothing heavy until one is used."),
-    ("models", "reslab.models", "The blocks, the two network classes, the registry and weights files."),
+    ("models", "reslab.models", "The blocks, the two network classes, the registry, weights conversion."),
+    ("weights", "reslab.weights", "Weights files, read by one reader for every path that takes them."),
     ("train", "reslab.train", "The recipe, the loop, checkpoints and run outputs."),
     ("data", "reslab.data", "Datasets as uint8 tensors, loaders, streaming and shards."),
     ("experiments", "reslab.experiments", "The paper's experiments."),
@@ -315,8 +316,9 @@ def api_page(title: str, intro: str) -> str:
     elsewhere = []
     for name in module.__all__:
         where = lazy[name]
-        if where == f"{title}.{name}":  # a submodule
-            elsewhere.append(f"| `{title}.{name}` | [`{where}`]({pages[where]}.md) |")
+        if where == f"{title}.{name}":  # a submodule: its page, or the command it serves
+            target = f"[`{where}`]({pages[where]}.md)" if where in pages else "the [command line](../cli.md)"
+            elsewhere.append(f"| `{title}.{name}` | {target} |")
         elif where.startswith(title + ".") and where not in pages:
             lines += [f"::: {where}.{name}", "    options:", "      heading_level: 2", ""]
         else:  # documented on the page of its module, under the identifier it has there

@@ -62,6 +62,7 @@ CLI_SUBSTITUTIONS = """
 | train, experiment | --preset paper-cifar / fast-cifar, no val_size | --set val_size=0.1 | their 5,000 held-out images exceed the digits |
 | experiment | --seeds N / --jobs N | --seeds min(N, 2) / --jobs 1 | one core |
 | experiment | no --depths | --depths 8 (each experiment's nets at one depth) | a few nets |
+| experiment budget | --budgets ... | --budgets 3 6 | seconds |
 | experiment responses | OUT without runs | `experiment degradation` into OUT first | it reads trained runs |
 | demo | --epochs N / --depths A B | --epochs 1 --depths 8 14 (and --quiet) | seconds |
 | bench | --models ... | --models resnet20 --batch 2 --repeats 1 --no-latency --no-compile --peers none | seconds |
@@ -197,12 +198,13 @@ def _flag(argv: list[str], name: str) -> str | None:
 
 
 def _drop(argv: list[str], *names: str, values: int = 1) -> list[str]:
+    """argv without the flags `names` and up to `values` values after each."""
     out, skip = [], 0
     for a in argv:
-        if skip:
+        if skip and not a.startswith("--"):
             skip -= 1
-            if not a.startswith("--"):
-                continue
+            continue
+        skip = 0
         if a in names:
             skip = values
             continue
@@ -236,6 +238,8 @@ def substitute(argv: list[str], ws: Path) -> tuple[list[str], list[list[str]]]:
         argv += ["--seeds", str(seeds), "--jobs", "1", "--quiet"]
         if "--depths" not in argv:
             argv += ["--depths", *DEPTHS.get(name, DEFAULT_DEPTHS)]
+        if name == "budget":
+            argv = _drop(argv, "--budgets", values=99) + ["--budgets", ITERS, "6"]
         if name == "responses":
             out = _flag(argv, "--out") or "runs/experiments-digits"
             if not (ws / out / "runs").exists():
