@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench lint mutants clean
+.PHONY: install demo test test-slow bench lint docs dist mutants clean
 
 install: $(STAMP)
 
@@ -30,6 +30,22 @@ test-slow: install
 bench: install
 	$(BIN)/reslab bench
 
+# The documentation site into site/: strict, so a broken link or anchor, a missing reference or a
+# docstring mkdocstrings cannot render fails. docs/hooks.py writes the CLI, config and API references.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The sdist and the wheel into dist/, checked by twine (tests/test_package.py installs the wheel).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 # Mutation testing (hours on 2 cores, not in CI): the modules and tests are in pyproject.toml's
 # [tool.mutmut]; it resumes where it stopped. Score and accepted survivors: docs/mutants.md.
 # MODULES="train/step.py evaluate.py" tries only the mutants of those modules not tried yet.
@@ -50,4 +66,4 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""The package's imports flow one way (README: How the code is laid out): a module imports only
+"""The package's imports flow one way (docs/layout.md: How the code is laid out): a module imports only
 from its own layer or the layers below, wherever the import statement stands."""
 
 from __future__ import annotations

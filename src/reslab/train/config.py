@@ -35,46 +35,46 @@ class TrainConfig:
     `replace`, `with_overrides` (--set) and `preset` clear one when the other is given.
     """
 
-    model: str = "resnet20"
-    data: str = "cifar10"
-    data_dir: str | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
+    model: str = "resnet20"  # a registered model name (`reslab models`)
+    data: str = "cifar10"  # digits, cifar10, cifar100, cifar100_coarse, mnist, fashion_mnist, imagefolder:PATH, shards:DIR
+    data_dir: str | None = None  # data cache/download directory; None: $RESLAB_DATA, else ~/.cache/reslab
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of create_model, e.g. {"shortcut":"B"}
     # weights to start from (fine-tuning): a weights file (.safetensors or torch; torchvision,
     # timm or reslab) or a reslab run directory or checkpoint; a classifier of another size starts fresh
     init: str | None = None
     # length and batch
-    epochs: int | None = None
-    iters: int | None = 64000
-    batch_size: int = 128
+    epochs: int | None = None  # run length in passes over the training split
+    iters: int | None = 64000  # run length in optimizer steps (the paper: 64k)
+    batch_size: int = 128  # images per optimizer step, over all ranks together
     # images held out of train for model choice: a count, a fraction < 1, 0 for none; None fits the
     # data (10%, at most 5,000, none for tiny sets: reslab.data.holdout). An image folder with
     # train/ and val/ validates on val/ instead.
     val_size: float | None = None
     # optimizer
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum (SGD only)
+    weight_decay: float = 1e-4  # L2 penalty (SGD) or decoupled decay (AdamW)
     decay_norm_and_bias: bool = True  # the paper decays every parameter; False spares BN and biases
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
     # schedule, by iteration (see schedule.py)
-    schedule: str = "multistep"
+    schedule: str = "multistep"  # "multistep" (x gamma at milestones), "cosine", "onecycle" or "constant"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run; paper: 32k and 48k of 64k
-    gamma: float = 0.1
-    warmup_iters: int = 0
+    gamma: float = 0.1  # lr factor at each milestone
+    warmup_iters: int = 0  # steps of linear warm-up from warmup_start x lr
     warmup_start: float = 0.0  # lr factor at step 0 of a linear warm-up
     warmup_lr: float | None = None  # constant lr until training error < warmup_until_error (paper, resnet110)
-    warmup_until_error: float | None = None
+    warmup_until_error: float | None = None  # training error (a fraction) that ends the warmup_lr phase, e.g. 0.8
     # regularisation
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     grad_clip: float | None = None  # max global L2 norm of the gradients
     ema_decay: float | None = None  # e.g. 0.999; evaluated and saved next to the raw weights
     sam_rho: float | None = None  # sharpness-aware minimization radius, e.g. 0.05; two passes a step
     # knowledge distillation (Hinton et al. 2015): a trained run directory or checkpoint to learn from
     teacher: str | None = None
     distill_alpha: float = 0.5  # weight of the teacher's soft targets; 1 - alpha on the labels
-    distill_temperature: float = 4.0
+    distill_temperature: float = 4.0  # softmax temperature of the soft targets
     # data pipeline
     augment: str | None = "cifar"  # data held in memory; streamed data: RandomResizedCrop + flip
     resize: int | None = None  # input side S; None: the model's default
@@ -86,14 +86,14 @@ class TrainConfig:
     loader: str = "auto"
     workers: int | None = None  # decode processes per rank when streaming; None: cores / local ranks, <= 8
     # speed
-    device: str = "auto"
-    channels_last: bool = True
-    amp: str = "bf16"
-    compile: str = "auto"
-    foreach: bool = True
-    threads: int | None = None
+    device: str = "auto"  # "auto" (cuda when available, else cpu), "cpu" or "cuda"
+    channels_last: bool = True  # NHWC memory format (oneDNN's and cuDNN's fast layout)
+    amp: str = "bf16"  # autocast: "bf16" (fp32 on a CPU without native bf16), "fp16" (CUDA only) or "none"
+    compile: str = "auto"  # torch.compile: "on", "off", or "auto" (runs of COMPILE_AUTO_MIN_STEPS steps or more)
+    foreach: bool = True  # the optimizer's multi-tensor (foreach) implementation
+    threads: int | None = None  # intra-op CPU threads; None: torch's default
     # bookkeeping
-    seed: int = 0
+    seed: int = 0  # seeds the weights, the data order, the augmentation and the split
     log_every: int = 50  # steps between metrics.jsonl step lines
     eval_every: int = 1  # epochs between validation passes
     ckpt_every: int | None = None  # steps between checkpoints, besides each epoch end
