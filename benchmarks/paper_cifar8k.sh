@@ -5,7 +5,9 @@
 #   bash benchmarks/paper_cifar8k.sh publish                 # reports of what has finished -> docs/paper/
 #
 # DATA: the CIFAR-10 JPEG copy (class folders under train/ and test/); OUT: the runs (never committed);
-# SEEDS: runs per net (seeds 0..SEEDS-1; default 1); finished runs are reused.
+# SEEDS: runs per net (seeds 0..SEEDS-1; default 1, and 3 for depth and budget: Table 6 with error
+# bars); JOBS: runs at once (default 2); finished runs are reused. `budget` trains ResNet-20 and 56
+# at 2k, 4k, 8k and 16k iterations, its 8k runs shared with `depth`.
 #
 # A finished run's figures live on in docs/paper/*/results.json. Where OUT lacks such a run
 # (a new machine), both commands first restore its row (row.json: errors, parameters, minutes),
@@ -17,7 +19,10 @@ DATA=${DATA:-../data/cifar10-jpeg}
 OUT=${OUT:-../runs/paper-8k}
 RESLAB=${RESLAB:-.venv/bin/reslab}
 data="imagefolder:$(cd "$DATA" && pwd)"
-recipe=(--data "$data" --preset paper-cifar --iters 8000 --out "$OUT" --set threads=1 --quiet --seeds "${SEEDS:-1}")
+recipe=(--data "$data" --preset paper-cifar --iters 8000 --out "$OUT" --set threads=1 --quiet)
+declare -A extra=([degradation]="--seeds ${SEEDS:-1}" [depth]="--seeds ${SEEDS:-3}" [shortcuts]="--seeds ${SEEDS:-1}"
+                  [preact]="--seeds ${SEEDS:-1}"
+                  [budget]="--seeds ${SEEDS:-3} --depths 20 56 --budgets 2000 4000 8000 16000")
 
 restore_rows() {
   python3 - "$OUT" docs/paper/*/results.json <<'PY'
@@ -38,12 +43,14 @@ case "${1:-}" in
     shift
     restore_rows
     for name in "${@:-degradation depth shortcuts}"; do
-      for n in $name; do "$RESLAB" experiment "$n" "${recipe[@]}" --jobs 2; done
+      # shellcheck disable=SC2086  # the extra arguments split into words
+      for n in $name; do "$RESLAB" experiment "$n" "${recipe[@]}" ${extra[$n]} --jobs "${JOBS:-2}"; done
     done ;;
   publish)
     restore_rows
-    for name in degradation depth shortcuts preact; do
-      if "$RESLAB" experiment "$name" "${recipe[@]}" --collect > /dev/null 2> "$OUT/$name.err"; then
+    for name in degradation depth shortcuts preact budget; do
+      # shellcheck disable=SC2086
+      if "$RESLAB" experiment "$name" "${recipe[@]}" ${extra[$name]} --collect > /dev/null 2> "$OUT/$name.err"; then
         mkdir -p "docs/paper/$name" && cp "$OUT/$name"/{report.md,results.json,"$name".png} "docs/paper/$name/"
         echo "published docs/paper/$name"
       else
