@@ -1,12 +1,14 @@
 """`--launcher slurm` against a real single-node Slurm (slurm_cluster.LocalSlurm): an experiment's
 runs as a job array give the local launcher's rows; a preempted job is requeued and resumes, a
-cancelled one resubmitted resumes, both to the bit; two Slurm tasks train as two torchrun ranks.
+cancelled one resubmitted resumes, both to the bit; two Slurm tasks train as two torchrun ranks;
+docs/cluster.md's examples run.
 
 Skipped, with the reason, where Slurm, munge or submitit is not installed (CI installs them).
 """
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -118,6 +120,30 @@ def test_two_slurm_tasks_train_as_two_torchrun_ranks(slurm, tmp_path, capsys):
     assert ranks.step == whole.step == 12 and ranks.env["world_size"] == whole.env["world_size"] == 2
     for name, tensor in whole.model.items():
         assert torch.equal(ranks.model[name], tensor), name
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+
+
+def examples(path: Path) -> list[tuple[str, str, bool]]:
+    """(language, code, skipped) of each bash or python block of a Markdown page; a block is skipped
+    where the line before its fence is `<!-- skip: reason -->`."""
+    lines, found = path.read_text().splitlines(), []
+    for i, line in enumerate(lines):
+        if m := re.fullmatch(r"```(bash|python)", line):
+            end = lines.index("```", i + 1)
+            found.append((m.group(1), "\n".join(lines[i + 1:end]), i > 0 and lines[i - 1].startswith("<!-- skip:")))
+    return found
+
+
+def test_the_cluster_guides_examples_run(slurm, tmp_path):
+    runnable = [(lang, code) for lang, code, skipped in examples(GUIDE) if not skipped]
+    assert {lang for lang, _ in runnable} == {"bash", "python"}
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    for lang, code in runnable:  # in order, in one directory: a block may read what an earlier one wrote
+        cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{code}\n{done.stdout[-1000:]}{done.stderr[-2000:]}"
 
 
 # --- helpers --------------------------------------------------------------------------
