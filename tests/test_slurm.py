@@ -8,7 +8,6 @@ Skipped, with the reason, where Slurm, munge or submitit is not installed (CI in
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from reslab.cli import main
 from reslab.launch import JobRecord, recorded_jobs, wait
 from reslab.train.rundir import Checkpoint
 from slurm_cluster import LocalSlurm, missing
+from test_docs_examples import read_examples
 
 WHY = missing()
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"),
@@ -123,27 +123,19 @@ def test_two_slurm_tasks_train_as_two_torchrun_ranks(slurm, tmp_path, capsys):
 
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
-
-
-def examples(path: Path) -> list[tuple[str, str, bool]]:
-    """(language, code, skipped) of each bash or python block of a Markdown page; a block is skipped
-    where the line before its fence is `<!-- skip: reason -->`."""
-    lines, found = path.read_text().splitlines(), []
-    for i, line in enumerate(lines):
-        if m := re.fullmatch(r"```(bash|python)", line):
-            end = lines.index("```", i + 1)
-            found.append((m.group(1), "\n".join(lines[i + 1:end]), i > 0 and lines[i - 1].startswith("<!-- skip:")))
-    return found
+OURS = "tests/test_slurm.py runs it"  # in the skip reason of the examples that need a cluster
 
 
 def test_the_cluster_guides_examples_run(slurm, tmp_path):
-    runnable = [(lang, code) for lang, code, skipped in examples(GUIDE) if not skipped]
-    assert {lang for lang, _ in runnable} == {"bash", "python"}
+    """docs/cluster.md's examples that test_docs_examples.py skips for want of a cluster, run
+    against this one: in order, in one directory (a block may read what an earlier one wrote)."""
+    ours = [ex for ex in read_examples(GUIDE) if ex.skip and OURS in ex.skip]
+    assert {ex.lang for ex in ours} == {"bash", "python"}
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    for lang, code in runnable:  # in order, in one directory: a block may read what an earlier one wrote
-        cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
+    for ex in ours:
+        cmd = [sys.executable, "-c", ex.code] if ex.lang == "python" else ["bash", "-euo", "pipefail", "-c", ex.code]
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"{code}\n{done.stdout[-1000:]}{done.stderr[-2000:]}"
+        assert done.returncode == 0, f"{ex.where}\n{done.stdout[-1000:]}{done.stderr[-2000:]}"
 
 
 # --- helpers --------------------------------------------------------------------------

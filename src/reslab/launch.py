@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -33,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReslabError
+from .outputs import atomic_path
+
+__all__ = ["JOB", "Job", "JobRecord", "Local", "Slurm", "SlurmOptions", "Task", "job_states", "recorded_jobs",
+           "status", "wait", "with_job_states"]
 
 JOB = "job.json"  # in a run directory: the record of the job that trains it
 INSTALL_HINT = "pip install 'reslab[slurm]'"
@@ -73,9 +76,8 @@ class JobRecord:
     def write(self, run_dir: Path) -> None:
         """Atomically: a reader sees the old record or the new one."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".{JOB}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        os.replace(tmp, run_dir / JOB)
+        with atomic_path(run_dir / JOB) as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, run_dir: str | Path) -> JobRecord | None:
