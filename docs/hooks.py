@@ -268,6 +268,7 @@ API = [
     ("train", "reslab.train", "The recipe, the loop, checkpoints and run outputs."),
     ("data", "reslab.data", "Datasets as uint8 tensors, loaders, streaming and shards."),
     ("experiments", "reslab.experiments", "The paper's experiments."),
+    ("launch", "reslab.launch", "Where runs train: here, or as Slurm jobs through submitit."),
     ("optimize", "reslab.optimize", "Fast inference."),
     ("backends", "reslab.backends", "OpenVINO and ONNX Runtime."),
     ("quantize", "reslab.quantize", "int8 post-training quantization."),

@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "reslab"
 
 LAYERS = [
-    ["errors", "_lazy", "outputs", "runtime"],
+    ["errors", "_lazy", "outputs", "runtime", "launch"],
     ["models"],
     ["summary", "data"],
     ["train.config", "train.schedule", "train.checkpoint", "train.step", "train.logging", "train.tracking",

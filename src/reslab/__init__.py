@@ -25,8 +25,8 @@ _WHERE = {
     "create_model": ".models",
     # subpackages and modules, imported on first use: `reslab.train.preset`, `reslab.export.export_onnx`, ...
     **{name: "" for name in ("backends", "bench", "data", "demo", "errors", "evaluate", "experiments", "explain",
-                             "export", "models", "outputs", "predict", "quantize", "report", "runtime", "train",
-                             "weights")},
+                             "export", "launch", "models", "outputs", "predict", "quantize", "report", "runtime",
+                             "train", "weights")},
     "list_models": ".models",
     "load_weights": ".weights",
     "model_info": ".models",

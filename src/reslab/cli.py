@@ -115,6 +115,14 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR exactly where its last checkpoint stopped")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    g = _add_launcher(p, "the run as one Slurm job of --slurm-nodes x --slurm-tasks-per-node processes (ranks), "
+                         "returning once it is queued")
+    g.add_argument("--slurm-nodes", type=_positive_int, default=1, metavar="N", help="nodes of the job")
+    g.add_argument("--slurm-gpus-per-node", type=_non_negative_int, default=0, metavar="N", help="GPUs on each node")
+    g.add_argument("--slurm-tasks-per-node", type=_positive_int, default=None, metavar="N",
+                   help="processes (ranks) on each node (None: one per GPU, else 1)")
+    g.add_argument("--slurm-cpus-per-task", type=_positive_int, default=1, metavar="N",
+                   help="CPUs of each process (its threads, unless --set threads= says)")
     p.set_defaults(func=_run_train)
 
 
@@ -144,11 +152,31 @@ def _run_train(args: argparse.Namespace) -> None:
         out = Path(args.out or f"runs/{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-"
                               f"{time.strftime('%Y%m%d-%H%M%S')}")
         resume = False
+    if args.launcher == "slurm":
+        _submit_train(args, cfg, out)
+        return
     try:
         train(cfg, out, resume=resume, progress=not args.quiet)
     except TrainingInterrupted as e:
         print(f"reslab: {e}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _submit_train(args: argparse.Namespace, cfg, out: Path) -> None:
+    from .launch import Slurm, Task
+    from .train import train_or_resume
+    from .train.rundir import check_new
+
+    gpus = args.slurm_gpus_per_node
+    launcher = Slurm(_slurm_options(args, nodes=args.slurm_nodes, tasks_per_node=args.slurm_tasks_per_node or gpus or 1,
+                                    cpus_per_task=args.slurm_cpus_per_task, gpus_per_node=gpus),
+                     logs=out.parent / "slurm-logs", name=f"reslab-train-{out.name}")
+    if cfg is not None:
+        check_new(out, cfg)  # here, not in the job's log
+        cfg = cfg.replace(threads=launcher.per_task(cfg.threads, 1)[0])
+    (job,) = launcher.submit([Task(out.name, out, train_or_resume, (cfg, str(out)))])
+    print(f"{out}: Slurm job {job.id}, log {job.log}")
+    print(f"follow it with: reslab runs {shlex.quote(str(out))}")
 
 
 def _add_shard(sub) -> None:
@@ -276,7 +304,9 @@ def _add_runs(sub) -> None:
     from .train.logging import RUN_COLUMNS
 
     p = sub.add_parser("runs", help="a table of runs: status, steps, best validation and test accuracy, speed",
-                       formatter_class=_formatter)
+                       formatter_class=_formatter,
+                       description="status: done, or stopped (interrupted, or still training here); for a run "
+                                   "submitted to Slurm: queued, running, failed (its log is named) or done.")
     p.add_argument("paths", nargs="+", help="run directories, or directories holding runs")
     p.add_argument("--sort", choices=RUN_COLUMNS, default=None, help="column to sort by (accuracies: best first)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -287,6 +317,10 @@ def _run_runs(args: argparse.Namespace) -> None:
     from .train import find_runs, format_runs, run_summary
 
     rows = [run_summary(r) for r in find_runs(args.paths)]
+    if any(r["job"] for r in rows):  # trained by a cluster: ask its scheduler
+        from .launch import with_job_states
+
+        rows = with_job_states(rows)
     if key := args.sort:  # runs without the value go last
         best_first = key in ("best_val_acc", "test_acc", "img_s")
         rows = (sorted((r for r in rows if r[key] is not None), key=lambda r: r[key], reverse=best_first)
@@ -341,43 +375,66 @@ def _add_experiment(sub) -> None:
     p.add_argument("--seeds", type=_positive_int, default=1, help="runs per net, seeds 0..K-1")
     p.add_argument("--nets", nargs="+", default=None, metavar="NET",
                    help="train only these nets (labels or run names); the report collects every finished one")
-    p.add_argument("--jobs", type=_positive_int, default=1,
-                   help="runs trained at once, one process each (threads split between them; a GPU shared)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="runs trained at once: processes here (default 1; threads split between them, a GPU "
+                        "shared), or the Slurm job array's limit (default: none)")
     p.add_argument("--collect", action="store_true", help="train nothing: report the finished runs in OUT")
     p.add_argument("--out", default=None, help="directory (default runs/experiments-DATA)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    g = _add_launcher(p, "each unfinished run as a Slurm job (a job array), returning once they are queued; "
+                         "report them with --collect once they are done")
+    g.add_argument("--slurm-cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="CPUs of each run's job (its threads, unless --set threads= says)")
+    g.add_argument("--slurm-gpus-per-run", type=_non_negative_int, default=0, metavar="N", help="GPUs of each run's job")
     p.set_defaults(func=_run_experiment)
 
 
 def _reproducing(argv: list[str]) -> list[str]:
-    """The experiment's command line without what only chose which part to run (--collect, --nets)."""
-    out, skip = [], False
+    """The experiment's command line without what only chose which part to run or where (--collect,
+    --nets, --launcher and the Slurm options)."""
+    out, skip = [], None  # skipping the values of a dropped option: "one", or "many" up to the next option
     for a in argv:
-        if a in ("--collect", "--quiet"):
+        if skip == "one" or (skip == "many" and not a.startswith("--")):
+            skip = None if skip == "one" else skip
             continue
-        if a == "--nets":
-            skip = True
+        flag, inline = a.split("=", 1)[0], "=" in a
+        skip = None
+        if flag in ("--collect", "--quiet"):
             continue
-        if skip and not a.startswith("--"):
+        if flag == "--nets" or flag == "--launcher" or flag.startswith("--slurm-"):
+            skip = None if inline else "many" if flag == "--nets" else "one"
             continue
-        skip = False
         out.append(a)
     return out
 
 
 def _run_experiment(args: argparse.Namespace) -> None:
-    from .experiments import base_config, run_experiment, run_responses
+    from .experiments import base_config, run_experiment, run_responses, submit_experiment
 
     out = args.out or f"runs/experiments-{args.data.replace(':', '_').replace('/', '_')}"
     command = "reslab " + " ".join(shlex.quote(a) for a in _reproducing(args.argv))
     if args.name == "responses":
         run_responses(out, args.depths, command=command, progress=not args.quiet)
-    else:
-        length = {k: getattr(args, k) for k in ("epochs", "iters") if getattr(args, k)}  # one clears the other
-        base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
-        run_experiment(args.name, out, base, args.depths, seeds=args.seeds, nets=args.nets, jobs=args.jobs,
-                       train_missing=not args.collect, progress=not args.quiet, command=command,
-                       budgets=args.budgets)
+        print((Path(out) / args.name / "report.md").read_text())
+        return
+    length = {k: getattr(args, k) for k in ("epochs", "iters") if getattr(args, k)}  # one clears the other
+    base = base_config(args.data, args.preset, **length).with_overrides(args.overrides)
+    chosen = dict(depths=args.depths, seeds=args.seeds, nets=args.nets, budgets=args.budgets)
+    if args.launcher == "slurm" and not args.collect:
+        from .launch import Slurm
+
+        options = _slurm_options(args, cpus_per_task=args.slurm_cpus_per_run, gpus_per_node=args.slurm_gpus_per_run,
+                                 parallel=args.jobs)
+        launched = submit_experiment(args.name, out, base, launcher=Slurm(options, Path(out) / "slurm",
+                                                                          f"reslab-{args.name}"), **chosen)
+        if launched:
+            for job in launched:
+                print(f"{job.name}: Slurm job {job.id}, log {job.log}")
+            print(f"follow them with: reslab runs {shlex.quote(str(Path(out) / 'runs'))}")
+            print(f"report them once they are done with: {command} --collect")
+            return
+    run_experiment(args.name, out, base, jobs=args.jobs or 1, train_missing=not args.collect and args.launcher == "local",
+                   progress=not args.quiet, command=command, **chosen)
     print((Path(out) / args.name / "report.md").read_text())
 
 
@@ -545,6 +602,38 @@ def _run_export(args: argparse.Namespace) -> None:
     if loaded.random:
         print(f"note: {path} has random (untrained) weights of {loaded.name}; give a checkpoint or run "
               "directory to export trained ones", file=sys.stderr)
+
+
+# --- where training runs (launch.py): shared by train and experiment ----------------------
+def _add_launcher(p: argparse.ArgumentParser, slurm_does: str):
+    """--launcher and the Slurm options both verbs take; returns the group, for the verb's own."""
+    g = p.add_argument_group("where it trains")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help=f"local: on this machine; slurm: {slurm_does} (needs submitit: pip install 'reslab[slurm]')")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition (None: the cluster's default)")
+    g.add_argument("--slurm-time", type=_positive_int, default=60, metavar="MINUTES",
+                   help="time limit of each job; a job out of time (or preempted) is requeued and resumes from "
+                        "its last checkpoint")
+    g.add_argument("--slurm-mem", default=None, metavar="SIZE",
+                   help="memory per node in Slurm's syntax, e.g. 16G (None: the cluster's default)")
+    g.add_argument("--slurm-arg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="any other sbatch option by its long name, e.g. account=lab or qos=high (repeatable)")
+    return g
+
+
+def _slurm_options(args: argparse.Namespace, **layout):
+    from .launch import SlurmOptions
+
+    return SlurmOptions(partition=args.slurm_partition, minutes=args.slurm_time, mem=args.slurm_mem,
+                        extra=dict(args.slurm_arg), **layout)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (an sbatch option without its dashes), got {text!r}")
+    return key, value
 
 
 # --- shared argument types --------------------------------------------------

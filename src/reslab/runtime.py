@@ -10,7 +10,7 @@ the kernel; whole runs were 10-42% faster without them, with the same weights).
 Keeping freed memory in the process removes them. The cost: the process keeps
 its peak memory instead of handing it back between steps.
 
-Also the choices a run makes about its process: the torchrun rank (`Dist`), the device,
+Also the choices a run makes about its process: the rank under torchrun or srun (`Dist`), the device,
 the autocast dtype, and the record of what produced it (`environment`). torch is imported
 inside the functions that need it, so that importing this module stays cheap.
 """
@@ -22,8 +22,10 @@ import ctypes
 import functools
 import os
 import platform
+import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,9 +138,40 @@ class Dist:
 
 
 def dist_from_env() -> Dist:
-    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a single process when unset."""
+    """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; in a task that Slurm's srun started without
+    torchrun, Slurm's, first set in the environment as torchrun would have set them, for the
+    env:// rendezvous (`torchrun_env_from_slurm`); a single process when neither is set."""
+    os.environ.update(torchrun_env_from_slurm(os.environ))
     return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                 int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def torchrun_env_from_slurm(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables torchrun would set, for a task of an srun step of several tasks where
+    torchrun set none: rank, world size and local rank from SLURM_PROCID, SLURM_STEP_NUM_TASKS
+    and SLURM_LOCALID, and torch.distributed's env:// rendezvous on the step's first node, at a
+    port chosen by the job id (both kept where the user set them). Empty otherwise: outside
+    srun (a batch script's own shell also has SLURM_NTASKS, so only a step's count is trusted),
+    under torchrun, or for a step of one task."""
+    if "RANK" in env or int(env.get("SLURM_STEP_NUM_TASKS", 1)) <= 1:
+        return {}
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "LOCAL_WORLD_SIZE": env.get("SLURM_STEP_TASKS_PER_NODE", "1").split("(")[0].split(",")[0],
+            "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodes),
+            "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 10000)}
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm host list: "gpu[07-09,12],cpu01" -> "gpu07"."""
+    depth, end = 0, len(nodelist)
+    for i, c in enumerate(nodelist):
+        depth += (c == "[") - (c == "]")
+        if c == "," and depth == 0:
+            end = i
+            break
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], nodelist[:end]) or "localhost"
 
 
 def resolve_device(name: str, dist: Dist) -> torch.device:

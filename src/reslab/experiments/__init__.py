@@ -34,6 +34,7 @@ _WHERE = {
     "run_dir": ".results",
     "run_experiment": ".run",
     "run_responses": ".report",
+    "submit_experiment": ".run",
     "summarize": ".results",
     "train_net": ".run",
     "write_report": ".report",
@@ -42,5 +43,5 @@ __getattr__, __dir__ = exports(__name__, _WHERE)
 
 __all__ = ["EXPERIMENTS", "TRAINED", "Net", "Row", "Summary", "base_config", "check_recipe", "cifar_net",
            "digits_recipe", "experiment_nets", "layer_responses", "net_config", "plot_experiment",
-           "plot_responses", "run_dir", "run_experiment", "run_responses", "summarize", "train_net",
+           "plot_responses", "run_dir", "run_experiment", "run_responses", "submit_experiment", "summarize", "train_net",
            "write_report"]

@@ -1,5 +1,5 @@
-"""Running an experiment: every net x seed trained with one recipe, spread over processes,
-resumable anywhere, and summarized.
+"""Running an experiment: every net x seed trained with one recipe, spread over processes or
+a Slurm cluster's jobs (reslab.launch), resumable anywhere, and summarized.
 
     out/runs/<net>-s<seed>/     one run directory per net and seed (shared by the experiments)
     out/<experiment>/           report.md, results.json and the figure(s)
@@ -16,15 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
-
-import torch
 
 from ..errors import ReslabError
 from ..evaluate import evaluate
+from ..launch import Job, Local, Slurm, Task, wait
 from ..runtime import Dist, resolve_device
 from ..train import TrainConfig, preset, read_metrics, train
 from ..train.config import recipe_differences
@@ -88,29 +85,30 @@ def check_recipe(path: Path, cfg: TrainConfig) -> None:
 def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
                    depths: Sequence[int] | None = None, seeds: int = 1, nets: Sequence[str] | None = None,
                    jobs: int = 1, train_missing: bool = True, progress: bool = True,
-                   command: str | None = None, budgets: Sequence[int] | None = None) -> list[Row]:
+                   command: str | None = None, budgets: Sequence[int] | None = None,
+                   launcher: Local | Slurm | None = None) -> list[Row]:
     """Trains the nets of experiment `name` (seeds 0..seeds-1 each) with recipe `base`, then
     writes out/NAME/report.md, results.json and the figure from every finished run it finds.
 
     nets: labels or run names to train (the others are only collected); jobs: runs at once, each
-    in its own process with threads split between them; train_missing=False trains nothing
-    and reports what is there; budgets: the budget experiment's run lengths (its run of the
-    recipe's own length is shared with the other experiments). Returns one Row per finished run.
+    in its own process with threads split between them; launcher: where the runs train
+    (reslab.launch; default Local(jobs)), waited for here (`submit_experiment` returns at once);
+    train_missing=False trains nothing and reports what is there; budgets: the budget
+    experiment's run lengths (its run of the recipe's own length is shared with the other
+    experiments). Returns one Row per finished run.
     """
-    if name not in TRAINED:
-        raise ReslabError(f"unknown experiment {name!r} to train; experiments: {', '.join(TRAINED)} "
-                          "(responses reads their runs)")
-    if seeds < 1 or jobs < 1:
-        raise ReslabError(f"seeds and jobs must be positive, got seeds={seeds}, jobs={jobs}")
+    if jobs < 1:
+        raise ReslabError(f"jobs must be positive, got jobs={jobs}")
     base = base or digits_recipe()
-    all_nets = experiment_nets(name, depths, budgets=budgets, shared=base.iters)
-    chosen = experiment_nets(name, depths, nets, budgets=budgets, shared=base.iters) if nets else all_nets
-    tasks = [(net, seed) for net in all_nets for seed in range(seeds)]
-    for net, seed in tasks:
-        check_recipe(run_dir(out, net, seed), net_config(base, net, seed))
+    all_nets, tasks, todo = _plan(name, out, base, depths, seeds, nets, budgets)
     if train_missing:
-        todo = [(n, s) for n, s in tasks if n in chosen and not (run_dir(out, n, s) / "row.json").is_file()]
-        _train_all(todo, base, out, jobs, progress)
+        launched = _submit(todo, base, out, launcher or Local(jobs, on_done=_print_row if progress else None),
+                           progress)
+        states = wait(launched, poll_s=5.0)
+        failed = [f"{j.name} (log {j.log})" for j in launched if states[j.name] == "failed"]
+        if failed:
+            raise ReslabError(f"{len(failed)} of {len(launched)} runs failed: {', '.join(failed)}; the others are "
+                              "kept: fix the cause and run the same command again")
     for net, seed in tasks:  # finished elsewhere (another process, machine or `reslab train`): measure once
         path = run_dir(out, net, seed)
         if (path / "summary.json").is_file() and not (path / "row.json").is_file():
@@ -124,21 +122,48 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
     return rows
 
 
-def _train_all(todo: list[tuple[Net, int]], base: TrainConfig, out: str | Path, jobs: int, progress: bool) -> None:
-    if jobs == 1 or len(todo) <= 1:
-        for net, seed in todo:
-            train_net(net, seed, base, out, progress)
-        return
-    total = base.threads or torch.get_num_threads()
-    per_job = base.replace(threads=max(1, total // jobs))  # on a GPU the processes share it
-    # spawn: a fork of a process that already ran torch's thread pools can deadlock
-    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(train_net, net, seed, per_job, out, False): (net, seed) for net, seed in todo}
-        for f in as_completed(futures):
-            row = f.result()
-            if progress:
-                print(f"{row.run}: test error {row.test_err if row.test_err is None else round(row.test_err, 2)}%"
-                      f" after {row.seconds / 60:.1f} min", flush=True)
+def submit_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
+                      depths: Sequence[int] | None = None, seeds: int = 1, nets: Sequence[str] | None = None,
+                      budgets: Sequence[int] | None = None, launcher: Local | Slurm | None = None,
+                      progress: bool = False) -> list[Job]:
+    """Gives each unfinished run of the chosen nets to `launcher` (default: Local(), which trains
+    them before returning; Slurm returns once they are queued); returns their jobs. Report the
+    runs once they are done with run_experiment(..., train_missing=False) (`--collect`)."""
+    base = base or digits_recipe()
+    _, _, todo = _plan(name, out, base, depths, seeds, nets, budgets)
+    return _submit(todo, base, out, launcher or Local(), progress)
+
+
+def _submit(todo: list[tuple[Net, int]], base: TrainConfig, out: str | Path, launcher: Local | Slurm,
+            progress: bool) -> list[Job]:
+    threads, each_progress = launcher.per_task(base.threads, len(todo))
+    per_run = base.replace(threads=threads) if threads != base.threads else base
+    return launcher.submit([Task(run_dir(out, net, seed).name, run_dir(out, net, seed), train_net,
+                                 (net, seed, per_run, out, progress and each_progress)) for net, seed in todo])
+
+
+def _plan(name: str, out: str | Path, base: TrainConfig, depths: Sequence[int] | None, seeds: int,
+          nets: Sequence[str] | None, budgets: Sequence[int] | None) -> tuple[list[Net], list[tuple[Net, int]],
+                                                                             list[tuple[Net, int]]]:
+    """The experiment's nets, its runs (net, seed), and those of the chosen nets not finished;
+    refuses a run directory that holds another recipe's run."""
+    if name not in TRAINED:
+        raise ReslabError(f"unknown experiment {name!r} to train; experiments: {', '.join(TRAINED)} "
+                          "(responses reads their runs)")
+    if seeds < 1:
+        raise ReslabError(f"seeds must be positive, got seeds={seeds}")
+    all_nets = experiment_nets(name, depths, budgets=budgets, shared=base.iters)
+    chosen = experiment_nets(name, depths, nets, budgets=budgets, shared=base.iters) if nets else all_nets
+    tasks = [(net, seed) for net in all_nets for seed in range(seeds)]
+    for net, seed in tasks:
+        check_recipe(run_dir(out, net, seed), net_config(base, net, seed))
+    todo = [(n, s) for n, s in tasks if n in chosen and not (run_dir(out, n, s) / "row.json").is_file()]
+    return all_nets, tasks, todo
+
+
+def _print_row(row: Row) -> None:
+    print(f"{row.run}: test error {row.test_err if row.test_err is None else round(row.test_err, 2)}%"
+          f" after {row.seconds / 60:.1f} min", flush=True)
 
 
 def train_net(net: Net, seed: int, base: TrainConfig, out: str | Path, progress: bool = True) -> Row:

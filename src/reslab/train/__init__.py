@@ -28,6 +28,7 @@ _WHERE = {
     "run_summary": ".logging",
     "save_checkpoint": ".checkpoint",
     "train": ".loop",
+    "train_or_resume": ".loop",
 }
 __getattr__, __dir__ = exports(__name__, _WHERE)
 
@@ -35,5 +36,5 @@ __all__ = [
     "EvalResult", "NonFiniteLoss", "PRESETS", "RunState", "TrainConfig", "TrainResult",
     "TrainingInterrupted", "evaluate", "export_safetensors", "find_runs", "format_runs", "load_checkpoint",
     "lr_at", "lr_curve", "plot_confusion", "plot_runs", "preset", "read_metrics", "run_summary",
-    "save_checkpoint", "train",
+    "save_checkpoint", "train", "train_or_resume",
 ]

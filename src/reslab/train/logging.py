@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReslabError
+from ..launch import JOB, JobRecord
 from ..outputs import save_figure
 
 
@@ -222,13 +223,17 @@ RUN_COLUMNS = ("run", "model", "data", "seed", "status", "steps", "best_val_acc"
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories (holding config.json): each path itself, or the runs directly inside it."""
+    """Run directories (holding config.json, or job.json for a run still queued on a cluster):
+    each path itself, or the runs directly inside it."""
+    def is_run(d: Path) -> bool:
+        return (d / "config.json").is_file() or (d / JOB).is_file()
+
     runs: list[Path] = []
     for p in map(Path, paths):
-        if (p / "config.json").is_file():
+        if is_run(p):
             runs.append(p)
             continue
-        inside = sorted(d for d in p.iterdir() if (d / "config.json").is_file()) if p.is_dir() else []
+        inside = sorted(d for d in p.iterdir() if is_run(d)) if p.is_dir() else []
         if not inside:
             raise ReslabError(f"no reslab runs in {p} (a run directory holds config.json)")
         runs += inside
@@ -239,15 +244,18 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """One run's outcome from its files: finished runs from summary.json, others from metrics.jsonl.
 
     status is "done", or "stopped" for a run that was interrupted or is still going (resume it
-    with `reslab train --resume DIR`). Accuracies are fractions; None where the run has none.
+    with `reslab train --resume DIR`); `reslab.launch.with_job_states` tells the state of a run a
+    cluster trains (job, log: its job's id and log, None for runs trained here). Accuracies are
+    fractions; None where the run has none.
     """
     run_dir = Path(run_dir)
     try:
-        cfg = json.loads((run_dir / "config.json").read_text())
+        cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
         summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     except (OSError, json.JSONDecodeError) as e:
         raise ReslabError(f"cannot read run {run_dir}: {e}") from None
     env = cfg.get("env", {})
+    job = JobRecord.read(run_dir)
     total = cfg.get("iters") or (cfg.get("epochs") or 0) * env.get("steps_per_epoch", 0) or None
     records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     epochs = {r["step"]: r for r in records if r["kind"] == "epoch"}.values()  # a resumed epoch counts once
@@ -263,11 +271,12 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "test_acc": (summary.get("test") or {}).get("top1"),
         "img_s": summary.get("train_img_s", sum(rates) / len(rates) if rates else None),
         "minutes": round(seconds / 60, 1) if seconds else None,
+        "job": job.id if job else None, "log": job.log if job else None,
     }
 
 
 def format_runs(rows: Sequence[dict[str, Any]]) -> str:
-    """An aligned text table of run_summary() rows, accuracies in %."""
+    """An aligned text table of run_summary() rows, accuracies in %; then each failed job's log."""
     def cell(row: dict[str, Any], key: str) -> str:
         v = row[key]
         if key == "steps":
@@ -286,4 +295,5 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(c.rjust(w) if k in numeric else c.ljust(w) for c, w, k in zip(line, widths, RUN_COLUMNS,
                                                                                        strict=True)).rstrip()
              for line in table]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    failed = [f"{r['run']}: job {r['job']} failed; its log: {r['log']}" for r in rows if r["status"] == "failed"]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:], *failed])

@@ -96,6 +96,12 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
             run.log.finish()  # trackers closed however the run ends
 
 
+def train_or_resume(cfg: TrainConfig | None, out: str | Path, progress: bool = False) -> TrainResult:
+    """train(cfg, out), or its resumption where out holds a checkpoint: the call a cluster's job
+    makes (reslab.launch), the same again after the job is requeued."""
+    return train(cfg, out, resume=(Path(out) / "last.pt").is_file(), progress=progress)
+
+
 def finished_result(out: Path) -> TrainResult | None:
     """The outcome of a finished run in `out` (its summary.json), or None if it is not finished.
 

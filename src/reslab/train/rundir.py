@@ -6,7 +6,8 @@ for writing into a run directory.
     trained = load_trained("runs/r20")           # best.pt, else last.pt: the chosen model
 
 The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s; weights files of any
-origin are `reslab.weights`'.
+origin are `reslab.weights`'. A run trained by a cluster's scheduler also holds job.json, the
+job's id and log (`reslab.launch.JobRecord`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from ..data.streaming import eval_resize
 from ..errors import ReslabError
+from ..launch import JOB
 from ..models import create_model
 from ..models.flops import check_input_size
 from .checkpoint import export_safetensors, load_checkpoint, save_checkpoint
@@ -174,12 +176,14 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
 # --- writing into a run directory --------------------------------------------------
 def check_new(out: Path, cfg: TrainConfig) -> None:
     """A new run goes into a new or empty directory, or one where the same recipe died before
-    its first checkpoint (it starts over); anything else is refused, never mixed or overwritten."""
+    its first checkpoint (it starts over); anything else is refused, never mixed or overwritten.
+    The record of the job submitted to train it (job.json) does not count."""
     if out.exists() and not out.is_dir():
         raise ReslabError(f"{out} is a file; --out takes a directory for the run")
     if (out / "last.pt").exists():
         raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
-    files = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != JOB) \
+        if out.is_dir() else []
     if not files:
         return
     if set(files) <= {"config.json", "metrics.jsonl"} and "config.json" in files:
