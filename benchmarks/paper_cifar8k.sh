@@ -26,9 +26,15 @@ declare -A extra=([degradation]="--seeds ${SEEDS:-1}" [depth]="--seeds ${SEEDS:-
 
 restore_rows() {
   python3 - "$OUT" docs/paper/*/results.json <<'PY'
-import json, pathlib, sys
+import json, pathlib, shutil, sys
 out = pathlib.Path(sys.argv[1]) / "runs"
 for results in sys.argv[2:]:
+    published = pathlib.Path(results).parent  # its figure and record too, kept where the logs are gone
+    mine = out.parent / published.name
+    for f in (published / "results.json", published / f"{published.name}.png"):
+        if f.is_file() and not (mine / f.name).exists():
+            mine.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, mine / f.name)
     for row in json.loads(pathlib.Path(results).read_text()).get("runs", []):
         run = out / row["run"]
         if not run.exists():  # never over a run that is training or finished here

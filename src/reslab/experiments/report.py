@@ -49,12 +49,17 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     paths = [Path(out) / "runs" / r.run for r in rows]
-    env = _environment(next((p for p in paths if (p / "config.json").is_file()), paths[0]))
+    recorded = next((p for p in paths if (p / "config.json").is_file()), None)
+    env = _environment(recorded) if recorded else _published(folder, "environment") or _environment(paths[0])
     by_label = {s.label: s for s in summaries}
+    figure = folder / f"{name}.png"
+    unlogged = [p.name for p in paths if not (p / "metrics.jsonl").is_file()]
     if name == "budget":
-        figure = plot_budget(nets, by_label, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
+        plot_budget(nets, by_label, figure, title=f"{name} on {_data_name(base)}")
+    elif unlogged and figure.is_file():  # drawn where the logs were: a figure of fewer runs would replace it
+        unlogged = []
     else:
-        figure = plot_experiment(out, nets, folder / f"{name}.png", title=f"{name} on {_data_name(base)}")
+        plot_experiment(out, nets, figure, title=f"{name} on {_data_name(base)}")
     command = portable_command(command or _command(name, base, seeds, out))
     diffs = depth_differences(nets, by_label) if name == "depth" else []
     gaps = budget_gaps(nets, by_label) if name == "budget" else []
@@ -73,18 +78,26 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     if missing:
         lines += [f"Not finished yet: {', '.join(missing)} (the figure draws runs in progress as far as they got).",
                   ""]
-    unlogged = [p.name for p in paths if not (p / "metrics.jsonl").is_file()]
-    if unlogged:
+    if unlogged and name != "budget":
         lines += [f"Not in the figure: {', '.join(unlogged)} (its table row was kept, its training log was not).", ""]
     if diffs:
         lines += ["## Differences between depths", "", DIFFERENCES_NOTE, "", *_differences_table(diffs), ""]
     if gaps:
-        lines += ["## What depth buys at each budget", "", GAPS_NOTE, "", *_gaps_table(gaps), ""]
+        note = GAPS_NOTE.format(a=gaps[0]["shallow"], b=gaps[0]["deep"], paper=PAPER_GAP[2])
+        lines += ["## What depth buys at each budget", "", note, "", *_gaps_table(gaps), ""]
     lines += ["## Against the paper", "", *[f"- {f}" for f in findings(name, nets, by_label)], "",
-              f"![{name}]({figure.name})", "", FIGURE_NOTE, ""]
+              f"![{name}]({figure.name})", "", BUDGET_NOTE if name == "budget" else FIGURE_NOTE, ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _published(folder: Path, key: str) -> object:
+    """`key` of the results.json already in `folder` (a report published from runs no longer at hand)."""
+    try:
+        return json.loads((folder / "results.json").read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _data_name(cfg: TrainConfig) -> str:
@@ -100,7 +113,11 @@ def _recipe(cfg: TrainConfig) -> dict:
 def recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
     """The recipe in a few sentences: optimizer and schedule, run length against the paper's,
     augmentation, the validation hold-out, the warm-up of the deepest nets."""
-    if cfg.iters:
+    budgets = sorted({n.iters for n in nets if n.iters})
+    if len(budgets) > 1:
+        length = (f"{budgets[0]:,} to {budgets[-1]:,} iterations, each net as its label says "
+                  f"({budgets[0] / PAPER_ITERS:.3g} to {budgets[-1] / PAPER_ITERS:.3g} of the paper's {PAPER_ITERS:,})")
+    elif cfg.iters:
         length = f"{cfg.iters:,} iterations ({cfg.iters / PAPER_ITERS:.3g} of the paper's {PAPER_ITERS:,})"
     else:
         length = f"{cfg.epochs} epochs"
@@ -303,6 +320,9 @@ DIFFERENCES_NOTE = ("Test error of the shallower net minus the deeper one's, in 
                     "is better), over the seeds each has: the difference of means, its standard error "
                     "sqrt(s1^2/n1 + s2^2/n2), and Welch's t-test (two-sided; p < 0.05 counts as beyond the "
                     "seed noise).")
+BUDGET_NOTE = ("Test error of the checkpoint chosen on validation, against the run's length; error bars: the "
+               "standard deviation over seeds where a net has several. Stars: the paper's 64k figures, on the "
+               "official images (this copy's JPEG compression costs a trained ResNet-20 about 10 points).")
 GAPS_NOTE = ("The gap is ResNet-{a}'s test error minus ResNet-{b}'s at the same budget (positive: depth pays), "
              "with its standard error over the seeds where a net has several; the paper's gap at 64,000 "
              "iterations is {paper} points ({a}: 8.75%, {b}: 6.97%).")
@@ -324,7 +344,7 @@ def depth_differences(nets: Sequence[Net], by_label: dict[str, Summary]) -> list
 
 
 def _differences_table(diffs: Sequence[Difference]) -> list[str]:
-    rows = [[f"{d.a} - {d.b}", f"{d.diff:+.2f}", f"{d.se:.2f}", "-" if d.t is None else f"{d.t:.2f}",
+    rows = [[f"{d.a} - {d.b}", f"{d.diff:+.2f}", "-" if d.p is None else f"{d.se:.2f}", "-" if d.t is None else f"{d.t:.2f}",
              "-" if d.df is None else f"{d.df:.1f}", "-" if d.p is None else f"{d.p:.3f}", d.verdict()]
             for d in diffs]
     return _markdown_table(["pair", "difference (points)", "+- se", "t", "df", "p", "in words"], rows)
@@ -398,6 +418,7 @@ def plot_budget(nets: Sequence[Net], by_label: dict[str, Summary], path: Path, t
             ax.scatter([PAPER_ITERS], [float(paper[0].split()[0])], color=color, marker="*", s=140, zorder=3,
                        label=f"ResNet-{depth}, paper (official images)")
     ax.set(xscale="log", xlabel="iterations (batch 128)", ylabel="test error (%)")
+    ax.minorticks_off()
     ax.set_xticks([2000, 4000, 8000, 16000, 32000, 64000], ["2k", "4k", "8k", "16k", "32k", "64k"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
