@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import rel_err, trained_like
+from helpers import TOLERANCE, rel_err, trained_like
 from reslab import backends
 from reslab.cli import main
 from reslab.errors import ReslabError
-from reslab.optimize import TOLERANCE, optimize
+from reslab.optimize import optimize
 from reslab.runtime import cpu_has_bf16
 
 openvino = pytest.importorskip("openvino", reason="the OpenVINO backend needs openvino (pip install 'reslab[openvino]')")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import rel_err, trained_like
+from helpers import TOLERANCE, rel_err, trained_like
 from reslab.errors import ReslabError
-from reslab.optimize import TOLERANCE, InferenceModel, optimize
+from reslab.optimize import InferenceModel, optimize
 from reslab.quantize import int8_method, quantize_int8
 
 

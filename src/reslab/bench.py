@@ -661,7 +661,7 @@ def bench_train(
         peak = peaks.get(r.dtype)
         r.peak_fraction = r.gflops / peak if peak else None
     data = ("loader batch" if cifar else "a batch already on the device (no loading)")
-    notes = [f"train step = {data} + forward + backward + SGD (momentum, nesterov), {steps} steps per round",
+    notes = [f"train step = {data} + forward + backward + SGD (paper-cifar: momentum 0.9, weight decay 1e-4), {steps} steps per round",
              f"baseline {results[0].rounds[0]:.0f} img/s in the first round, {results[0].rounds[-1]:.0f} in the last"]
     if not native:
         notes.append(f"no bf16 rows: {device.type} has no native bf16, so `reslab train` runs fp32 here")

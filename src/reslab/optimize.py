@@ -33,12 +33,6 @@ Dtype = Literal["fp32", "bf16", "int8"]
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
 _TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-# Largest |optimized - eager fp32| relative to the largest |eager fp32 logit|
-# that `optimize` is tested against (tests/test_optimize.py); int8 is judged by
-# agreement of the predicted class instead.
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
-
-
 class _Cast(nn.Module):
     """Casts the input to the model's dtype and layout, and the logits back to
     float32, inside the compiled region so the casts fuse with the first and

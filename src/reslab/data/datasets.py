@@ -333,7 +333,8 @@ def _load_cifar(name: str, split: str, root, download: bool) -> Dataset:
     if cached is None:
         dl.verify(archive, remote)
         arrays, meta = _read_cifar_archive(archive, base)
-        assert set(label_files) <= set(arrays)
+        if not set(label_files) <= set(arrays):
+            raise ReslabError(f"{archive} lacks the labels of {base} ({', '.join(sorted(set(label_files) - set(arrays)))})")
         _write_cache(cache, arrays, meta)
         cached = _read_cache(cache, names)
     arrays, meta = cached

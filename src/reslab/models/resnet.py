@@ -2,7 +2,7 @@
 
 Every variant is an argument: block type, stage depths, shortcut option,
 bottleneck stride placement, pre-activation, groups and width (ResNeXt, Wide
-ResNet), stochastic depth. See ../../DESIGN.md's table or `ResNet.__init__`.
+ResNet), stochastic depth: see `ResNet.__init__` and `CifarResNet.__init__`.
 """
 
 from __future__ import annotations
