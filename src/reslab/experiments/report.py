@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ReslabError
+from ..outputs import save_figure
 from ..predict import split_loader
 from ..runtime import cpu_name
 from ..train import TrainConfig, read_metrics
@@ -297,9 +298,7 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, "figure")
 
 
 def portable_command(command: str) -> str:
@@ -425,9 +424,7 @@ def plot_budget(nets: Sequence[Net], by_label: dict[str, Summary], path: Path, t
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, "figure")
 
 
 RESPONSES_HEADER = ["net", "3x3 layers", "mean std", "median std"]
