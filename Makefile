@@ -19,12 +19,14 @@ demo: install
 
 # Two workers of one thread each: on 2 cores this halves the run (17 -> 8.5 min measured on an
 # AMD EPYC VM); one process with two threads spends its time in single-threaded compiles and I/O.
-# loadgroup: the tests against a local Slurm (marked slurm; skipped without slurm-wlm and munge) share
-# one worker and its cluster.
+# The tests against a local Slurm (marked slurm; skipped without slurm-wlm and munge) run after, in
+# one process of their own: they start the cluster once, and an xdist worker's captured output does
+# not survive their jobs.
 WORKERS ?= 2
 test: install
 	$(BIN)/ruff check src tests benchmarks
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(WORKERS) -m 'not slow and not gpu and not slurm'
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:xdist -m slurm tests/test_slurm.py
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
