@@ -214,7 +214,7 @@ def test_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
 
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch):
     """ENOSPC while an export is written: one line naming the path; the old file stays, no temp file."""
-    import reslab.outputs as outputs
+    import reslab.atomic as atomic
 
     target = tmp_path / "model.safetensors"
     target.write_bytes(b"old")
@@ -223,12 +223,12 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkey
     def full(src, dst):
         raise OSError(28, "No space left on device", str(dst))
 
-    monkeypatch.setattr(outputs.os, "replace", full)
+    monkeypatch.setattr(atomic.os, "replace", full)
     assert main(["export", "--model", "resnet20", "--format", "safetensors", "--out", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"reslab: error: cannot write {target}: No space left on device"
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
-    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
 
 
 def test_a_read_only_folder_is_one_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ from reslab.train import TrainConfig, load_checkpoint, train
 CHILD = """
 import json, os, sys, time
 from reslab.train import TrainConfig, train
-import reslab.outputs as outputs  # the one atomic writer
+import reslab.atomic as atomic  # the one atomic writer
 
 real, writes = os.replace, {"n": 0}
 def slow_replace(src, dst):
@@ -31,7 +31,7 @@ def slow_replace(src, dst):
             open(sys.argv[4], "w").close()  # the new bytes are on disk, not yet renamed
             time.sleep(120)
     return real(src, dst)
-outputs.os.replace = slow_replace
+atomic.os.replace = slow_replace
 train(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 

@@ -11,9 +11,10 @@ import pytest
 from reslab import launch
 from reslab.cli import _reproducing, main
 from reslab.launch import JobRecord, Local, Slurm, SlurmOptions, status
+from reslab.rundir import RunDir
 from reslab.runtime import Dist, dist_from_env, first_host, torchrun_env_from_slurm
 from reslab.train import find_runs, format_runs, run_summary
-from reslab.train.rundir import check_new
+from reslab.train.config import recipe_differences
 
 DIGITS = ["experiment", "degradation", "--depths", "8", "--epochs", "1", "--launcher", "slurm"]
 
@@ -42,7 +43,8 @@ def test_a_job_record_marks_a_queued_run_that_training_then_fills(tmp_path, monk
     assert JobRecord.read(run) == JobRecord("slurm", "41_1", str(tmp_path / "slurm" / "41_1_0_log.err"), 1.0)
     assert JobRecord.read(tmp_path) is None
     assert [p.name for p in run.iterdir()] == ["job.json"]  # nothing of the atomic write is left
-    check_new(run, launch_config())  # the record is no run: training may start there
+    cfg = launch_config()
+    RunDir(run).check_new(lambda saved: recipe_differences(saved, cfg))  # the record is no run: training may start there
     assert find_runs([tmp_path / "runs"]) == [run]
     row = run_summary(run)
     assert (row["job"], row["log"], row["status"]) == ("41_1", str(tmp_path / "slurm" / "41_1_0_log.err"), "stopped")

@@ -9,11 +9,11 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "reslab"
 
 LAYERS = [
-    ["errors", "_lazy", "outputs", "runtime", "launch"],
+    ["errors", "_lazy", "atomic", "rundir", "outputs", "runtime", "launch"],
     ["models"],
     ["summary", "data"],
     ["train.config", "train.schedule", "train.checkpoint", "train.step", "train.logging", "train.tracking",
-     "train.rundir", "train.splits", "evaluate", "weights"],
+     "train.record", "train.splits", "evaluate", "weights"],
     ["train.setup", "train.loop", "train"],
     ["predict", "quantize", "optimize", "backends", "export", "explain", "bench"],
     ["experiments", "demo", "report"],

@@ -20,7 +20,7 @@ from reslab.experiments.paper import PAPER_TABLE6
 from reslab.predict import evaluate_checkpoint, split_loader
 from reslab.runtime import amp_dtype
 from reslab.train import evaluate
-from reslab.train.rundir import load_trained
+from reslab.train.record import load_trained
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "paper"
 CLASSES = ("ant", "bee", "cat")

@@ -20,7 +20,7 @@ import torch
 import reslab
 from reslab.cli import main
 from reslab.launch import JobRecord, recorded_jobs, wait
-from reslab.train.rundir import Checkpoint
+from reslab.train.record import Checkpoint
 from slurm_cluster import LocalSlurm, missing
 from test_docs_examples import read_examples
 

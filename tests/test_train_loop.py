@@ -702,7 +702,7 @@ def test_a_rank_other_than_the_first_writes_nothing(tmp_path, digits_data):
 
 def test_the_loss_scale_of_an_fp16_run_is_checkpointed_and_restored(tmp_path, digits_data):
     # fp16 autocast, and with it a GradScaler, needs CUDA; the scaler's state round-trips the same on CPU
-    from reslab.train.rundir import Checkpoint
+    from reslab.train.record import Checkpoint
     from reslab.train.setup import setup
 
     run = setup(tiny(amp="fp16"), tmp_path / "run", resume=False, splits=digits_data, dist=Dist())
@@ -733,7 +733,7 @@ def test_the_first_epoch_to_reach_the_best_validation_accuracy_is_chosen(tmp_pat
 def test_validation_and_test_figures_are_the_emas_under_the_runs_autocast(tmp_path, digits_data, monkeypatch):
     import reslab.train.loop as loop
     from reslab.evaluate import evaluate
-    from reslab.train.rundir import load_trained
+    from reslab.train.record import load_trained
     from reslab.train.splits import make_loader
 
     plots = []

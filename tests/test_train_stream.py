@@ -166,7 +166,7 @@ def test_eval_and_predict_of_a_streamed_run(tmp_path, capsys):
 
     from reslab.evaluate import evaluate
     from reslab.predict import split_loader
-    from reslab.train.rundir import load_trained
+    from reslab.train.record import load_trained
 
     trained = load_trained(run)
     assert trained.loader == "stream" and (trained.mean, trained.std) == (IMAGENET_MEAN, IMAGENET_STD)

@@ -24,8 +24,8 @@ _WHERE = {
     "UnknownModelError": ".models",
     "create_model": ".models",
     # subpackages and modules, imported on first use: `reslab.train.preset`, `reslab.export.export_onnx`, ...
-    **{name: "" for name in ("backends", "bench", "data", "demo", "errors", "evaluate", "experiments", "explain",
-                             "export", "launch", "models", "outputs", "predict", "quantize", "report", "runtime",
+    **{name: "" for name in ("atomic", "backends", "bench", "data", "demo", "errors", "evaluate", "experiments", "explain",
+                             "export", "launch", "models", "outputs", "predict", "quantize", "report", "rundir", "runtime",
                              "train", "weights")},
     "list_models": ".models",
     "load_weights": ".weights",

@@ -164,15 +164,16 @@ def _run_train(args: argparse.Namespace) -> None:
 
 def _submit_train(args: argparse.Namespace, cfg, out: Path) -> None:
     from .launch import Slurm, Task
+    from .rundir import RunDir
     from .train import train_or_resume
-    from .train.rundir import check_new
+    from .train.config import recipe_differences
 
     gpus = args.slurm_gpus_per_node
     launcher = Slurm(_slurm_options(args, nodes=args.slurm_nodes, tasks_per_node=args.slurm_tasks_per_node or gpus or 1,
                                     cpus_per_task=args.slurm_cpus_per_task, gpus_per_node=gpus),
                      logs=out.parent / "slurm-logs", name=f"reslab-train-{out.name}")
     if cfg is not None:
-        check_new(out, cfg)  # here, not in the job's log
+        RunDir(out).check_new(lambda saved: recipe_differences(saved, cfg))  # here, not in the job's log
         cfg = cfg.replace(threads=launcher.per_task(cfg.threads, 1)[0])
     (job,) = launcher.submit([Task(out.name, out, train_or_resume, (cfg, str(out)))])
     print(f"{out}: Slurm job {job.id}, log {job.log}")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .errors import ReslabError
 from .outputs import save_figure
 from .predict import image_files, normalize, read_image
-from .train.rundir import load_trained
+from .train.record import load_trained
 
 
 def grad_cam(model: nn.Module, x: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:

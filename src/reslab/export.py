@@ -3,7 +3,7 @@
 - `export_onnx`, `export_pt2`, `save_safetensors`: with a dynamic batch axis
   where the format has one, BN folded first (`reslab.quantize.fold_bn`).
 
-What is exported is a model rebuilt from a file or a name (`reslab.train.rundir.load_any`).
+What is exported is a model rebuilt from a file or a name (`reslab.train.record.load_any`).
 """
 
 from __future__ import annotations

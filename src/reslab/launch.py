@@ -31,13 +31,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_path
 from .errors import ReslabError
-from .outputs import atomic_path
+from .rundir import RunDir
 
-__all__ = ["JOB", "Job", "JobRecord", "Local", "Slurm", "SlurmOptions", "Task", "job_states", "recorded_jobs",
+__all__ = ["Job", "JobRecord", "Local", "Slurm", "SlurmOptions", "Task", "job_states", "recorded_jobs",
            "status", "wait", "with_job_states"]
 
-JOB = "job.json"  # in a run directory: the record of the job that trains it
 INSTALL_HINT = "pip install 'reslab[slurm]'"
 
 
@@ -76,14 +76,14 @@ class JobRecord:
     def write(self, run_dir: Path) -> None:
         """Atomically: a reader sees the old record or the new one."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / JOB) as tmp:
+        with atomic_path(RunDir(run_dir).job) as tmp:
             tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, run_dir: str | Path) -> JobRecord | None:
         """The run's record; None where it has none (trained here) or one this version cannot read."""
         try:
-            return cls(**json.loads((Path(run_dir) / JOB).read_text()))
+            return cls(**json.loads(RunDir(run_dir).job.read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
@@ -242,7 +242,7 @@ def status(run_dir: Path, job_id: str | None, live: dict[str, str]) -> str:
     """A run's state: its job's while Slurm still holds it, else done (it finished) or failed."""
     if job_id in live:
         return live[job_id]
-    return "done" if (Path(run_dir) / "summary.json").is_file() else "failed"
+    return "done" if RunDir(run_dir).is_finished() else "failed"
 
 
 def wait(jobs: Sequence[Job], poll_s: float = 10.0, timeout_s: float | None = None) -> dict[str, str]:

@@ -14,18 +14,12 @@ a read-only folder) leaves the old file as it was and no temporary file behind.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .atomic import atomic_path
 from .errors import ReslabError
-
-# What a run directory holds that only training writes (curves.png is a plot: plots may redraw it).
-RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "prev.pt", "best.pt", "model.safetensors", "summary.json")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
+from .rundir import TRAINING_FILES, RunDir
 
 
 def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
@@ -33,7 +27,7 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path
     path = Path(path)
     if path.is_dir():
         raise ReslabError(f"{path} is a directory; give a file name for the {what} (e.g. {path / ('out' + suffixes[0])})")
-    if path.name in RUN_FILES and is_run_dir(path.parent):
+    if path.name in TRAINING_FILES and RunDir(path.parent).is_run():
         raise ReslabError(f"{path} belongs to the run in {path.parent}; write the {what} elsewhere")
     if path.exists() and path.suffix.lower() not in suffixes:
         raise ReslabError(f"{path} exists and is not a {what} ({' or '.join(suffixes)}); reslab does not replace it: "
@@ -41,64 +35,6 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path
     if path.parent.exists() and not path.parent.is_dir():
         raise ReslabError(f"{path.parent} is a file, not a directory")
     return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, keep_as: str | Path | None = None) -> Iterator[Path]:
-    """The one atomic write of reslab: yields a temporary path beside `path` (same suffix, so
-    writers that pick a format by suffix pick the right one) to write a file or a directory
-    into; when the block ends it is flushed to disk, renamed over `path` and the rename made
-    durable (the directory's entry synced). Readers see the old `path` or the new, never half;
-    a failure leaves the old one and no temporary file. OSError passes to the caller.
-
-    keep_as: once the new bytes are on disk, the old file (if any) is also kept under this name,
-    hard-linked (copied where links fail), so that `path` exists at every moment.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    _remove(tmp)
-    try:
-        yield tmp
-        for f in (sorted(tmp.iterdir()) if tmp.is_dir() else [tmp]):
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-        if keep_as is not None and path.exists():
-            kept = Path(keep_as).with_name(f".{Path(keep_as).name}.tmp{os.getpid()}")
-            _remove(kept)
-            try:
-                os.link(path, kept)
-            except OSError:  # file systems without hard links
-                import shutil
-
-                shutil.copyfile(path, kept)
-            os.replace(kept, keep_as)
-        os.replace(tmp, path)  # a directory only where `path` is none yet
-        _fsync_dir(path.parent)
-    finally:
-        _remove(tmp)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir() and not path.is_symlink():
-            import shutil
-
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems do not sync directories
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .runtime import amp_dtype
 from .train.config import TrainConfig
-from .train.rundir import Trained
+from .train.record import Trained
 from .train.splits import make_loader
 from .weights import load_any
 

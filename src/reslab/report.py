@@ -36,11 +36,12 @@ from .errors import ReslabError
 from .evaluate import EvalResult, evaluate
 from .experiments.report import ExperimentReport, is_experiment_dir, read_experiment
 from .explain import grad_cam, gradcam_figure
-from .outputs import check_output, is_run_dir, save_figure, write_text
+from .outputs import check_output, save_figure, write_text
 from .predict import model_input, split_loader
+from .rundir import RunDir, Summary
 from .runtime import amp_dtype
 from .train.logging import plot_confusion, plot_runs, run_summary
-from .train.rundir import Trained, load_trained
+from .train.record import Trained, load_trained
 
 SUFFIXES = (".html", ".htm")
 WHAT = "HTML report"
@@ -84,13 +85,13 @@ def source_kind(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise ReslabError(f"no such run or experiment directory: {path}")
-    if path.is_dir() and is_run_dir(path):
+    if path.is_dir() and RunDir(path).is_run():
         return "run"
     if path.is_dir() and is_experiment_dir(path):
         return "experiment"
     hint = ""
     if path.is_dir():
-        inside = [d for d in sorted(path.iterdir()) if d.is_dir() and (is_run_dir(d) or is_experiment_dir(d))]
+        inside = [d for d in sorted(path.iterdir()) if d.is_dir() and (RunDir(d).is_run() or is_experiment_dir(d))]
         if inside:
             hint = f"; it holds {len(inside)} (e.g. {inside[0]}): name those"
     raise ReslabError(f"{path} is neither a run directory (config.json and metrics.jsonl) nor an experiment "
@@ -104,8 +105,8 @@ def run_section(run: Path, anchor: str, tmp: Path, limit: int | None = None, mis
     """A run's <section>: overview, final metrics, curves, the test set evaluated again, config."""
     tmp.mkdir(parents=True, exist_ok=True)
     row = run_summary(run)
-    config = json.loads((run / "config.json").read_text())
-    final = _read_json(run / "summary.json")
+    config = RunDir(run).config(missing_ok=False)
+    final = RunDir(run).summary()
     parts = [f'<section class="run" id="{anchor}">', f"<h2>Run <code>{_e(run.resolve().name)}</code></h2>",
              f'<p class="meta">{_e(run)} &middot; {_e(row["model"])} on {_e(row["data"])} &middot; '
              f"{_e(row['status'])}, {_steps(row)} steps"
@@ -116,7 +117,7 @@ def run_section(run: Path, anchor: str, tmp: Path, limit: int | None = None, mis
     parts.append(f'<div class="col wide"><h3>Curves</h3>{_img(curves.read_bytes(), "curves", "curves")}</div>')
     parts.append("</div>")
     try:
-        trained, loader, result = _evaluate(run, final, limit, batch_size, data_dir, device, log)
+        trained, loader, result = _evaluate(run, limit, batch_size, data_dir, device, log)
     except ReslabError as e:
         parts.append(f'<p class="skipped">Skipped the test-set views (per-class accuracy, confusion matrix, '
                      f"mistakes, Grad-CAM): {_e(e)}</p>")
@@ -131,11 +132,10 @@ def run_section(run: Path, anchor: str, tmp: Path, limit: int | None = None, mis
     return "\n".join(parts)
 
 
-def _evaluate(run: Path, final: dict, limit: int | None, batch_size: int, data_dir: str | None, device: str,
+def _evaluate(run: Path, limit: int | None, batch_size: int, data_dir: str | None, device: str,
               log: Callable[[str], None] | None) -> tuple[Trained, Any, EvalResult]:
     """The chosen checkpoint on the run's test split: (model, loader, result with logits)."""
-    chosen = run / final["chosen"] if final.get("chosen") and (run / final["chosen"]).is_file() else run
-    trained = load_trained(chosen, device)
+    trained = load_trained(run, device)  # the checkpoint the run chose
     try:
         loader = split_loader(trained, split="test", data_dir=data_dir, batch_size=batch_size, device=device,
                               limit=limit)
@@ -147,14 +147,14 @@ def _evaluate(run: Path, final: dict, limit: int | None, batch_size: int, data_d
     return trained, loader, evaluate(trained.model, loader, len(trained.classes), amp, keep_logits=True)
 
 
-def _final_table(row: dict, final: dict) -> str:
-    test = final.get("test") or {}
+def _final_table(row: dict, final: Summary | None) -> str:
+    test = (final.test if final else None) or {}
     rows = [("status", row["status"]), ("steps", _steps(row)),
             ("best validation accuracy %", _pct(row["best_val_acc"])),
             ("test top-1 %", _pct(test.get("top1"))), ("test top-5 %", _pct(test.get("top5"))),
             ("test loss", f"{test['loss']:.4f}" if test.get("loss") is not None else "-"),
             ("test images", f"{test['n']:,}" if test.get("n") else "-"),
-            ("checkpoint tested", final.get("chosen") or "-"),
+            ("checkpoint tested", final.chosen if final else "-"),
             ("training minutes", row["minutes"] if row["minutes"] is not None else "-"),
             ("training images/s", f"{row['img_s']:.0f}" if row["img_s"] else "-")]
     return _table(["metric", "value"], [[k, str(v)] for k, v in rows], "metrics")
@@ -356,14 +356,6 @@ def _steps(row: dict) -> str:
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _page(sections: list[tuple[str, str, str]]) -> str:

@@ -32,7 +32,7 @@ from .errors import ReslabError, torch_load
 from .models import create_model, fit_weights, recognise
 from .models.convert import convert_state_dict, unwrap
 from .train.config import TrainConfig
-from .train.rundir import Checkpoint, Trained, resolve
+from .train.record import Checkpoint, Trained, resolve
 
 
 @dataclass(frozen=True)

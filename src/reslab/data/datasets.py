@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_path
 from ..errors import ReslabError
-from ..outputs import atomic_path
 from . import download as dl
 
 # Bump when the cache layout or the decoding changes, so old caches are not read.

@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..errors import ReslabError
-from ..outputs import atomic_path
 
 ENV_VAR = "RESLAB_DATA"
 DEFAULT_DIR = "~/.cache/reslab"

@@ -19,11 +19,12 @@ from pathlib import Path
 from ..errors import ReslabError
 from ..outputs import save_figure
 from ..predict import split_loader
+from ..rundir import RunDir
 from ..runtime import cpu_name
 from ..train import TrainConfig, read_metrics
 from ..train.config import SPEED_ONLY
 from ..train.logging import _curves, _smooth
-from ..train.rundir import load_trained
+from ..train.record import load_trained
 from .paper import PAPER_TABLE6, Net, experiment_nets, paper_error, paper_params
 from .responses import layer_responses, plot_responses
 from .results import Difference, Row, Summary, difference, run_dir
@@ -50,11 +51,11 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     paths = [Path(out) / "runs" / r.run for r in rows]
-    recorded = next((p for p in paths if (p / "config.json").is_file()), None)
+    recorded = next((p for p in paths if RunDir(p).config_file.is_file()), None)
     env = _environment(recorded) if recorded else _published(folder, "environment") or _environment(paths[0])
     by_label = {s.label: s for s in summaries}
     figure = folder / f"{name}.png"
-    unlogged = [p.name for p in paths if not (p / "metrics.jsonl").is_file()]
+    unlogged = [p.name for p in paths if not RunDir(p).has_log()]
     if name == "budget":
         plot_budget(nets, by_label, figure, title=f"{name} on {_data_name(base)}")
     elif unlogged and figure.is_file():  # drawn where the logs were: a figure of fewer runs would replace it
@@ -139,8 +140,8 @@ def recipe_lines(cfg: TrainConfig, nets: Sequence[Net]) -> list[str]:
 
 def _environment(path: Path) -> str:
     try:
-        env = json.loads((path / "config.json").read_text()).get("env", {})
-    except (OSError, ValueError):
+        env = (RunDir(path).config() or {}).get("env", {})
+    except ReslabError:
         env = {}
     device = env.get("device", "?")
     name = env.get("device_name", "")
@@ -279,7 +280,7 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     for ax, group in zip(axes[0], groups, strict=True):
         for i, net in enumerate(n for n in nets if n.group == group):
             run = run_dir(out, net, 0)
-            if not (run / "metrics.jsonl").is_file():  # not trained yet
+            if not RunDir(run).has_log():  # not trained yet
                 continue
             c = _curves(read_metrics(run))
             color = colors[i % len(colors)]
@@ -463,7 +464,7 @@ def run_responses(out: str | Path, depths: Sequence[int] | None = None, batch_si
     curves: dict[str, list[float]] = {}
     for net in nets:
         path = run_dir(out, net, 0)
-        if not (path / "summary.json").is_file():
+        if not RunDir(path).is_finished():
             continue
         trained = load_trained(path)
         curves[net.label] = layer_responses(trained.model, split_loader(trained, split="test",

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..atomic import atomic_path
+from ..rundir import RunDir
 from .paper import Net
 
 
@@ -47,8 +49,14 @@ def run_dir(out: str | Path, net: Net, seed: int) -> Path:
 
 
 def read_row(path: Path) -> Row:
+    """The row measured from the finished run in `path` (its row.json)."""
     known = {f.name for f in fields(Row)}
-    return Row(**{k: v for k, v in json.loads((path / "row.json").read_text()).items() if k in known})
+    return Row(**{k: v for k, v in json.loads(RunDir(path).row.read_text()).items() if k in known})
+
+
+def write_row(path: Path, row: Row) -> None:
+    with atomic_path(RunDir(path).row) as tmp:
+        tmp.write_text(json.dumps(asdict(row)) + "\n")
 
 
 def summarize(rows: Sequence[Row]) -> list[Summary]:

@@ -16,20 +16,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ReslabError
 from ..evaluate import evaluate
 from ..launch import Job, Local, Slurm, Task, wait
+from ..rundir import RunDir
 from ..runtime import Dist, resolve_device
 from ..train import TrainConfig, preset, read_metrics, train
 from ..train.config import recipe_differences
-from ..train.rundir import load_trained
+from ..train.record import load_trained
 from ..train.splits import load_data, make_loader
 from .paper import TRAINED, Net, experiment_nets
 from .report import write_report
-from .results import Row, read_row, run_dir, summarize
+from .results import Row, read_row, run_dir, summarize, write_row
 
 
 def digits_recipe(epochs: int = 12, seed: int = 0, threads: int | None = None) -> TrainConfig:
@@ -67,19 +67,7 @@ def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
 
 def check_recipe(path: Path, cfg: TrainConfig) -> None:
     """Refuses a run directory that holds a run of another recipe (speed settings may differ)."""
-    saved_path = path / "config.json"
-    if not saved_path.is_file():
-        return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ReslabError(f"{saved_path} is unreadable ({e}); remove the run directory or pass another --out") \
-            from None
-    differ = recipe_differences(saved, cfg)
-    if differ:
-        want = json.loads(cfg.to_json())
-        shown = ", ".join(f"{k} {saved.get(k)!r} there, {want[k]!r} here" for k in differ[:3])
-        raise ReslabError(f"{path} holds a run with another recipe ({shown}); pass another --out or remove it")
+    RunDir(path).check_recipe(lambda saved: recipe_differences(saved, cfg), json.loads(cfg.to_json()))
 
 
 def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
@@ -111,11 +99,11 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
                               "kept: fix the cause and run the same command again")
     for net, seed in tasks:  # finished elsewhere (another process, machine or `reslab train`): measure once
         path = run_dir(out, net, seed)
-        if (path / "summary.json").is_file() and not (path / "row.json").is_file():
-            (path / "row.json").write_text(json.dumps(asdict(measure_run(net, seed, path))) + "\n")
+        if RunDir(path).is_finished() and not RunDir(path).has_row():
+            write_row(path, measure_run(net, seed, path))
     # A run shared with another experiment keeps that one's label in row.json: report it under this one's.
     rows = [dataclasses.replace(read_row(run_dir(out, n, s)), label=n.label)
-            for n, s in tasks if (run_dir(out, n, s) / "row.json").is_file()]
+            for n, s in tasks if RunDir(run_dir(out, n, s)).has_row()]
     if not rows:
         raise ReslabError(f"no finished run of {name} in {Path(out) / 'runs'}; train some first")
     write_report(name, out, all_nets, rows, summarize(rows), base, seeds, command)
@@ -157,7 +145,7 @@ def _plan(name: str, out: str | Path, base: TrainConfig, depths: Sequence[int] |
     tasks = [(net, seed) for net in all_nets for seed in range(seeds)]
     for net, seed in tasks:
         check_recipe(run_dir(out, net, seed), net_config(base, net, seed))
-    todo = [(n, s) for n, s in tasks if n in chosen and not (run_dir(out, n, s) / "row.json").is_file()]
+    todo = [(n, s) for n, s in tasks if n in chosen and not RunDir(run_dir(out, n, s)).has_row()]
     return all_nets, tasks, todo
 
 
@@ -170,25 +158,27 @@ def train_net(net: Net, seed: int, base: TrainConfig, out: str | Path, progress:
     """Trains (or resumes) one net of an experiment and measures its row (row.json in its run dir)."""
     cfg = net_config(base, net, seed)
     path = run_dir(out, net, seed)
-    if not (path / "summary.json").is_file():  # finished runs are not trained again
-        train(cfg, path, resume=(path / "last.pt").is_file(), progress=progress)
+    if not RunDir(path).is_finished():  # finished runs are not trained again
+        train(cfg, path, resume=RunDir(path).has_checkpoint(), progress=progress)
     row = measure_run(net, seed, path)
-    (path / "row.json").write_text(json.dumps(asdict(row)) + "\n")
+    write_row(path, row)
     return row
 
 
 def measure_run(net: Net, seed: int, path: Path) -> Row:
     """A finished run's row: training error of its last weights on the whole training split (eval
     mode), best validation and test error from its summary, training time from its log."""
-    summary = json.loads((path / "summary.json").read_text())
-    trained = load_trained(path / "last.pt")
+    summary = RunDir(path).summary()
+    if summary is None:
+        raise ReslabError(f"{path} holds no finished run to measure (no readable summary)")
+    trained = load_trained(RunDir(path).last)
     cfg = trained.config
     device = resolve_device(cfg.device, Dist())
     trained.model.to(device)
     data = load_data(cfg, with_test=False)
     on_train = evaluate(trained.model, make_loader(data.train, cfg, False, device, 512), len(data.classes))
-    val, test = summary.get("best_val_acc"), summary.get("test")
+    val, test = summary.best_val_acc, summary.test_acc
     seconds = sum(r.get("seconds", 0.0) for r in read_metrics(path) if r.get("kind") == "epoch")
     return Row(net.label, net.model, sum(p.numel() for p in trained.model.parameters()),
                100 * (1 - on_train.top1), None if val is None else 100 * (1 - val),
-               None if test is None else 100 * (1 - test["top1"]), seconds, seed, path.name)
+               None if test is None else 100 * (1 - test), seconds, seed, path.name)

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..errors import ReslabError, torch_load
-from ..outputs import atomic_path
+from ..rundir import RunDir, prev_path
 
 FORMAT = "reslab-checkpoint-1"
 DIGEST_KEY = "sha256"
@@ -78,7 +79,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, keep_previous: bo
     payload[DIGEST_KEY] = payload_digest(payload)
     buf = io.BytesIO()
     torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue(), keep_as=_prev_path(path) if keep_previous else None)
+    atomic_write_bytes(path, buf.getvalue(), keep_as=prev_path(path) if keep_previous else None)
     return path
 
 
@@ -103,18 +104,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given; a run directory resolves to its `last.pt` (the resume point)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt"
+        path = RunDir(path).last
     if not path.exists():
         raise ReslabError(f"no checkpoint at {path}")
     return path
 
 
-def _prev_path(path: Path) -> Path:
-    return path.with_name("prev.pt" if path.name == "last.pt" else f"{path.stem}.prev{path.suffix}")
-
-
 def _prev_hint(path: Path) -> str:
-    prev = _prev_path(path)
+    prev = prev_path(path)
     return f"; the previous checkpoint is {prev}" if prev.exists() else ""
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReslabError
-from ..launch import JOB, JobRecord
+from ..launch import JobRecord
 from ..outputs import save_figure
+from ..rundir import RunDir
 
 
 class MetricsLog:
@@ -59,9 +60,9 @@ class MetricsLog:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All records of a run's metrics.jsonl; a resumed run's replayed steps keep the last record."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.exists():
-        raise ReslabError(f"no metrics.jsonl in {run_dir}: not a reslab run directory")
+        raise ReslabError(f"no {path.name} in {run_dir}: not a reslab run directory")
     records, bad = [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -225,15 +226,12 @@ RUN_COLUMNS = ("run", "model", "data", "seed", "status", "steps", "best_val_acc"
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories (holding config.json, or job.json for a run still queued on a cluster):
     each path itself, or the runs directly inside it."""
-    def is_run(d: Path) -> bool:
-        return (d / "config.json").is_file() or (d / JOB).is_file()
-
     runs: list[Path] = []
     for p in map(Path, paths):
-        if is_run(p):
+        if RunDir(p).is_listed():
             runs.append(p)
             continue
-        inside = sorted(d for d in p.iterdir() if is_run(d)) if p.is_dir() else []
+        inside = sorted(d for d in p.iterdir() if RunDir(d).is_listed()) if p.is_dir() else []
         if not inside:
             raise ReslabError(f"no reslab runs in {p} (a run directory holds config.json)")
         runs += inside
@@ -248,28 +246,24 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     cluster trains (job, log: its job's id and log, None for runs trained here). Accuracies are
     fractions; None where the run has none.
     """
-    run_dir = Path(run_dir)
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReslabError(f"cannot read run {run_dir}: {e}") from None
+    run = RunDir(run_dir)
+    cfg = run.config() or {}
+    summary = run.summary()  # None for one this version does not write: the run is resumed and finished again
     env = cfg.get("env", {})
     job = JobRecord.read(run_dir)
     total = cfg.get("iters") or (cfg.get("epochs") or 0) * env.get("steps_per_epoch", 0) or None
-    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    records = read_metrics(run_dir) if run.has_log() else []
     epochs = {r["step"]: r for r in records if r["kind"] == "epoch"}.values()  # a resumed epoch counts once
     steps = max((r["step"] for r in records if "step" in r), default=0)
     vals = [r["val_acc"] for r in epochs if r.get("val_acc") is not None]
-    done = bool(summary)
-    seconds = summary.get("train_seconds", sum(r.get("seconds", 0.0) for r in epochs))
+    seconds = summary.train_seconds if summary else sum(r.get("seconds", 0.0) for r in epochs)
     rates = [r["img_s"] for r in epochs if r.get("img_s")]
     return {
         "run": str(run_dir), "model": cfg.get("model"), "data": cfg.get("data"), "seed": cfg.get("seed"),
-        "status": "done" if done else "stopped", "steps": summary.get("steps", steps), "total_steps": total,
-        "best_val_acc": max(vals, default=None),
-        "test_acc": (summary.get("test") or {}).get("top1"),
-        "img_s": summary.get("train_img_s", sum(rates) / len(rates) if rates else None),
+        "status": "done" if summary else "stopped", "steps": summary.steps if summary else steps,
+        "total_steps": total, "best_val_acc": max(vals, default=None),
+        "test_acc": summary.test_acc if summary else None,
+        "img_s": summary.train_img_s if summary else (sum(rates) / len(rates) if rates else None),
         "minutes": round(seconds / 60, 1) if seconds else None,
         "job": job.id if job else None, "log": job.log if job else None,
     }

@@ -14,13 +14,13 @@ slice of every global batch, gradients are averaged by DDP, and only rank 0
 logs and saves.
 
 What a run is made of (`setup`), its data (`splits`), its step (`step`) and its
-files (`rundir`) live beside this module; here is the order they run in.
+record (`record`) live beside this module, its files in `reslab.rundir`; here is the
+order they run in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -35,11 +35,11 @@ import torch
 
 from ..errors import ReslabError
 from ..evaluate import EvalResult, evaluate
-from ..outputs import atomic_path
+from ..rundir import BEST, LAST, RunDir, Summary
 from ..runtime import dist_from_env
-from .config import TrainConfig
+from .config import TrainConfig, recipe_differences
 from .logging import Progress, plot_runs
-from .rundir import Checkpoint, check_new, exclusive
+from .record import Checkpoint
 from .setup import Run, setup
 from .splits import Splits, make_loader
 from .step import RunState, step_lr, teacher_targets, train_step
@@ -79,16 +79,17 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     if not isinstance(out, str | os.PathLike):
         raise ReslabError(f"out must be a directory path, got {type(out).__name__}")
     out = Path(out)
+    run_dir = RunDir(out)
     dist = dist_from_env()
     if resume and (done := finished_result(out)) is not None:
         if progress and dist.main:
             print(f"{out} is finished ({done.steps} steps); nothing to do")
         return done
-    if resume and not (out / "last.pt").is_file():
-        raise ReslabError(f"no checkpoint {out / 'last.pt'} to resume: {out} holds no reslab run")
+    if resume and not run_dir.has_checkpoint():
+        raise ReslabError(f"no checkpoint {run_dir.last} to resume: {out} holds no reslab run")
     if not resume and cfg is not None:
-        check_new(out, cfg)
-    with exclusive(out, dist.main):
+        run_dir.check_new(lambda saved: recipe_differences(saved, cfg))
+    with run_dir.exclusive(dist.main):
         run = setup(cfg, out, resume, data, dist)
         try:
             return _run(run, progress, on_step)
@@ -99,24 +100,24 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
 def train_or_resume(cfg: TrainConfig | None, out: str | Path, progress: bool = False) -> TrainResult:
     """train(cfg, out), or its resumption where out holds a checkpoint: the call a cluster's job
     makes (reslab.launch), the same again after the job is requeued."""
-    return train(cfg, out, resume=(Path(out) / "last.pt").is_file(), progress=progress)
+    return train(cfg, out, resume=RunDir(out).has_checkpoint(), progress=progress)
 
 
 def finished_result(out: Path) -> TrainResult | None:
     """The outcome of a finished run in `out` (its summary.json), or None if it is not finished.
 
     The summary keeps no confusion matrix (K x K numbers); the result's is empty."""
+    run_dir = RunDir(out)
+    summary = run_dir.summary()  # None: no summary, or one this version does not write
     try:
-        summary = json.loads((out / "summary.json").read_text())
-        if summary["steps"] != Checkpoint.read(out / "last.pt").step:
-            return None  # a finished run extended and stopped again
-        t = summary["test"]
+        if summary is None or summary.steps != Checkpoint.read(run_dir.last).step:
+            return None  # the run is resumed (a finished run extended and stopped again) and finished again
+        t = summary.test
         test = None if t is None else EvalResult(t["n"], t["loss"], t["top1"], t["top5"], t["per_class"],
                                                  torch.zeros(0, 0, dtype=torch.int64))
-        return TrainResult(out, summary["steps"], summary["best_val_acc"], test, summary["train_seconds"],
-                           summary["train_img_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no summary, or one this version does not write: the run is resumed and finished again
+    except (KeyError, TypeError):
+        return None
+    return TrainResult(out, summary.steps, summary.best_val_acc, test, summary.train_seconds, summary.train_img_s)
 
 
 def _run(run: Run, progress: bool, on_step: Callable[[int], None] | None) -> TrainResult:
@@ -134,7 +135,7 @@ def _run(run: Run, progress: bool, on_step: Callable[[int], None] | None) -> Tra
         bar.close()
     seconds = time.perf_counter() - t_start
     if flag["stop"]:
-        path = run.save("last.pt")
+        path = run.save(LAST)
         run.log.write("event", step=run.state.step, message="interrupted; checkpoint saved")
         raise TrainingInterrupted(f"interrupted at step {run.state.step}; checkpoint {path}; "
                                   f"resume with: reslab train --resume {run.out}")
@@ -190,7 +191,7 @@ def _loop(run: Run, bar: Progress, flag: dict[str, bool], on_step: Callable[[int
                               img_s=seen / (time.perf_counter() - t0))
             bar.update(1, loss=loss_value, lr=lr, epoch=state.epoch)
             if cfg.ckpt_every and state.step % cfg.ckpt_every == 0:
-                run.save("last.pt")
+                run.save(LAST)
             if on_step is not None:
                 on_step(state.step)
             if flag["stop"] or state.step >= run.total_steps:
@@ -224,8 +225,8 @@ def _save_if_finite(run: Run) -> str:
     (they diverged before the loss did) the last checkpoint on disk stays. Says which."""
     states = [run.unwrapped.state_dict(), run.ema.module.state_dict() if run.ema else {}]
     if all(torch.isfinite(v).all() for sd in states for v in sd.values() if v.is_floating_point()):
-        return f"last good step saved to {run.save('last.pt')}"
-    last = run.out / "last.pt"
+        return f"last good step saved to {run.save(LAST)}"
+    last = RunDir(run.out).last
     if last.exists():
         return f"the weights had diverged: {last} keeps step {Checkpoint.read(last).step}, the last checkpoint"
     return "the weights had diverged before the first checkpoint: nothing to resume"
@@ -245,9 +246,9 @@ def _end_epoch(run: Run, bar: Progress, seen: int, loss_sum: float, correct_sum:
         record.update(_validate(run))
         if record.get("val_acc") is not None and record["val_acc"] > state.best_acc:
             state.best_acc, state.best_step = record["val_acc"], state.step
-            run.save("best.pt")
+            run.save(BEST)
     run.log.write("epoch", **record)
-    run.save("last.pt")
+    run.save(LAST)
     val = f"  val_acc {record['val_acc']:.4f}" if record.get("val_acc") is not None else ""
     if seen:
         bar.write(f"epoch {record['epoch']}  step {state.step}  loss {record['train_loss']:.4f}  "
@@ -267,9 +268,9 @@ def _validate(run: Run) -> dict[str, Any]:
 
 def _finish(run: Run, seconds: float, images: int, progress: bool) -> TrainResult:
     """Chooses the weights (best on validation, else last), tests them once, exports and plots."""
-    out = run.out
-    chosen = out / ("best.pt" if run.data.val is not None and (out / "best.pt").exists() else "last.pt")
-    result = TrainResult(out, run.state.step, run.state.best_acc if run.data.val is not None else None, None,
+    out = RunDir(run.out)
+    chosen = out.choose(validated=run.data.val is not None)
+    result = TrainResult(run.out, run.state.step, run.state.best_acc if run.data.val is not None else None, None,
                          seconds, images / max(seconds, 1e-9))
     if not run.dist.main:
         return result
@@ -281,17 +282,15 @@ def _finish(run: Run, seconds: float, images: int, progress: bool) -> TrainResul
         result.test = evaluate(model, loader, len(run.data.classes), run.amp)
         run.log.write("test", step=ckpt.step, checkpoint=chosen.name, loss=result.test.loss,
                       acc=result.test.top1, top5=result.test.top5)
-    ckpt.export(model.state_dict(), out / "model.safetensors")
-    run.log.finish(out / "model.safetensors")
-    plot_runs([out], out / "curves.png", title=f"{run.cfg.model} on {run.cfg.data}")
-    summary = {"steps": result.steps, "best_val_acc": result.best_val_acc, "chosen": chosen.name,
-               "test": None if result.test is None else {k: v for k, v in result.test.to_dict().items()
-                                                         if k != "confusion"},
-               "train_seconds": round(seconds, 1), "train_img_s": round(result.images_per_s, 1)}
-    with atomic_path(out / "summary.json") as tmp:  # the file that marks the run finished: whole or absent
-        tmp.write_text(json.dumps(summary, indent=2))
+    ckpt.export(model.state_dict(), out.weights)
+    run.log.finish(out.weights)
+    plot_runs([run.out], out.curves, title=f"{run.cfg.model} on {run.cfg.data}")
+    out.write_summary(Summary(
+        steps=result.steps, best_val_acc=result.best_val_acc, chosen=chosen.name,
+        test=None if result.test is None else {k: v for k, v in result.test.to_dict().items() if k != "confusion"},
+        train_seconds=round(seconds, 1), train_img_s=round(result.images_per_s, 1)))
     if progress:
         test = f", test acc {result.test.top1:.4f}" if result.test else ""
         print(f"done: {result.steps} steps in {seconds:.0f} s ({result.images_per_s:.0f} img/s){test}; "
-              f"weights {out / 'model.safetensors'}")
+              f"weights {out.weights}")
     return result

@@ -2,7 +2,7 @@
 checkpointed back.
 
     run = setup(cfg, out, resume=False, splits=None, dist=dist_from_env())
-    run.save("last.pt")
+    run.save(LAST)
 
 `setup` decides the device, the autocast dtype and the splits once, builds the
 model (initialized from other weights if `cfg.init` asks), the optimizer, the
@@ -12,7 +12,6 @@ wraps the model (DDP, torch.compile) and loads a distillation teacher.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from torch import nn
 
 from ..errors import ReslabError
 from ..models import compiled_batchnorm, fit_weights, model_info
-from ..outputs import atomic_path
+from ..rundir import RunDir
 from ..runtime import Dist, amp_dtype, environment, resolve_device, tune_allocator
 from ..weights import load_any, read_weights
 from .checkpoint import rng_state, set_rng_state
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
 from .logging import MetricsLog
-from .rundir import Checkpoint, build_model
+from .record import Checkpoint, build_model
 from .splits import Splits, load_data, make_loader, model_args_for
 from .step import EMA, RunState, build_optimizer
 from .tracking import make_trackers
@@ -85,7 +84,7 @@ class Run:
 
 
 def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | None, dist: Dist) -> Run:
-    ckpt = Checkpoint.read(out / "last.pt") if resume else None
+    ckpt = Checkpoint.read(RunDir(out).last) if resume else None
     if ckpt is not None:
         cfg = TrainConfig.from_dict(ckpt.config)
     model_info(cfg.model)  # an unknown model name fails here, before any data is read
@@ -111,7 +110,7 @@ def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | Non
     total = cfg.iters or cfg.epochs * steps_per_epoch
     env = environment(device) | {"amp": str(amp), "world_size": dist.world, "steps_per_epoch": steps_per_epoch,
                                  "loader": splits.loader}
-    log = MetricsLog(out / "metrics.jsonl", enabled=dist.main)
+    log = MetricsLog(RunDir(out).metrics, enabled=dist.main)
     run = Run(cfg, splits, model, build_optimizer(model, cfg), scaler, ema, RunState(), total, env, device, amp,
               out, dist, log)
     if ckpt is not None:
@@ -123,8 +122,7 @@ def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | Non
         env["teacher"] = {"model": cfg.teacher, "arch": type(getattr(run.teacher, "_orig_mod", run.teacher)).__name__}
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps({**cfg.to_dict(), "env": env}, indent=2))
+        RunDir(out).write_config({**cfg.to_dict(), "env": env})
         log.trackers = make_trackers(cfg.log, out, {**cfg.to_dict(), "env": env}, cfg.mlflow_uri)
         if ckpt is not None:
             log.write("event", step=run.state.step, message="resumed")

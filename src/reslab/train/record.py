@@ -1,22 +1,17 @@
-"""A run directory and its files: the checkpoint's contents (the only code that knows its
-keys), which file a path means, a model rebuilt from what a checkpoint records, and the rules
-for writing into a run directory.
+"""The record of a trained model: the checkpoint's contents (the only code that knows its
+keys), which file a path means, and a model rebuilt from what a checkpoint records.
 
     ckpt = Checkpoint.read("runs/r20/best.pt")   # verified; .step, .classes, .build()
     trained = load_trained("runs/r20")           # best.pt, else last.pt: the chosen model
 
-The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s; weights files of any
-origin are `reslab.weights`'. A run trained by a cluster's scheduler also holds job.json, the
-job's id and log (`reslab.launch.JobRecord`).
+The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s; the run directory's
+files are `reslab.rundir`'s; weights files of any origin are `reslab.weights`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,22 +21,18 @@ from torch import Tensor, nn
 
 from ..data.streaming import eval_resize
 from ..errors import ReslabError
-from ..launch import JOB
 from ..models import create_model
 from ..models.flops import check_input_size
+from ..rundir import LAST, RunDir
 from .checkpoint import export_safetensors, load_checkpoint, save_checkpoint
-from .config import TrainConfig, recipe_differences
+from .config import TrainConfig
 
 
 def resolve(path: str | Path, purpose: str) -> Path:
-    """The file a path means: a run directory gives its chosen checkpoint (best.pt, else
-    last.pt) for purpose "model", its exported weights (model.safetensors, else last.pt) for
-    purpose "weights"; a file is itself."""
+    """The file a path means: a run directory the file it chose for `purpose` (RunDir.chosen);
+    a file is itself."""
     path = Path(path)
-    if not path.is_dir():
-        return path
-    first = {"model": "best.pt", "weights": "model.safetensors"}[purpose]
-    return path / first if (path / first).is_file() else path / "last.pt"
+    return RunDir(path).chosen(purpose) if path.is_dir() else path
 
 
 def build_model(name: str, model_args: dict[str, Any], image_size: tuple[int, int, int]) -> nn.Module:
@@ -86,7 +77,7 @@ class Checkpoint:
     def write(self, path: Path) -> Path:
         """Atomically; last.pt keeps its predecessor as prev.pt."""
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return save_checkpoint(payload, path, keep_previous=path.name == "last.pt")
+        return save_checkpoint(payload, path, keep_previous=path.name == LAST)
 
     @property
     def step(self) -> int:
@@ -171,58 +162,3 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     return Trained(model, ckpt.model_name, tuple(ckpt.image_size), list(ckpt.classes), tuple(ckpt.mean),
                    tuple(ckpt.std), TrainConfig.from_dict(ckpt.config), ckpt.step, ckpt.loader,
                    args=dict(ckpt.model_args))
-
-
-# --- writing into a run directory --------------------------------------------------
-def check_new(out: Path, cfg: TrainConfig) -> None:
-    """A new run goes into a new or empty directory, or one where the same recipe died before
-    its first checkpoint (it starts over); anything else is refused, never mixed or overwritten.
-    The record of the job submitted to train it (job.json) does not count."""
-    if out.exists() and not out.is_dir():
-        raise ReslabError(f"{out} is a file; --out takes a directory for the run")
-    if (out / "last.pt").exists():
-        raise ReslabError(f"{out} already holds a run; resume it with --resume {out} or pick another --out")
-    files = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != JOB) \
-        if out.is_dir() else []
-    if not files:
-        return
-    if set(files) <= {"config.json", "metrics.jsonl"} and "config.json" in files:
-        try:
-            saved = json.loads((out / "config.json").read_text())
-        except (OSError, ValueError):
-            saved = None
-        if saved is not None and not recipe_differences(saved, cfg):
-            (out / "metrics.jsonl").unlink(missing_ok=True)  # the same run, killed before its first checkpoint
-            return
-        raise ReslabError(f"{out} holds the start of another run (its config.json, no checkpoint yet); "
-                          "remove it or pick another --out")
-    raise ReslabError(f"{out} holds files that are not a reslab run ({', '.join(files[:3])}"
-                      f"{', ...' if len(files) > 3 else ''}); pick another --out or an empty directory")
-
-
-@contextlib.contextmanager
-def exclusive(out: Path, main: bool = True) -> Iterator[None]:
-    """One process trains into a run directory at a time (a lock the kernel drops when it dies);
-    only the main process of a distributed run takes it."""
-    if not main:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not on Windows
-        yield
-        return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise ReslabError(f"cannot write the run directory {out}: {e.strerror or e}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ReslabError(f"another process is training into {out}; wait for it or pick another --out") \
-                from None
-        yield
-    finally:
-        os.close(fd)
