@@ -21,7 +21,7 @@ import torch
 from reslab.backends import available
 from reslab.bench import machine_info
 from reslab.predict import split_loader
-from reslab.train.rundir import load_trained
+from reslab.train.record import load_trained
 
 
 def main() -> None:
