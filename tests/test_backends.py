@@ -125,8 +125,8 @@ def test_exports_carry_metadata_and_predict_runs_on_them(tiny_run, tmp_path, cap
         assert f.metadata()["loader"] == loader
     assert json.loads(meta["classes"]) == ["cat", "dog", "eel"] and json.loads(meta["input_size"]) == [3, side, side]
     deployed = backends.load_deployed(xml)
-    assert deployed.classes == ["cat", "dog", "eel"] and deployed.image_size == (3, side, side)
-    assert deployed.loader == loader
+    assert deployed.record.classes == ["cat", "dog", "eel"] and deployed.record.image_size == (3, side, side)
+    assert deployed.record.loader == loader
 
     results = {}
     for source in (run, xml, onx):

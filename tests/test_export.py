@@ -143,8 +143,8 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
                "classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "config": {}, "state": {"step": 7}}
     path = save_checkpoint(payload, tmp_path / "run" / "last.pt")
     loaded = load_any(tmp_path / "run")  # a run directory means its last.pt
-    assert loaded.name == "resnet20" and loaded.image_size == (3, 32, 32)
-    assert loaded.classes == list("abcd") and loaded.mean == (0.5,) * 3 and loaded.std == (0.25,) * 3
+    assert loaded.record.name == "resnet20" and loaded.record.image_size == (3, 32, 32)
+    assert loaded.record.classes == list("abcd") and loaded.record.mean == (0.5,) * 3 and loaded.record.std == (0.25,) * 3
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the EMA weights are the ones deployed
         torch.testing.assert_close(loaded.model(x), ema.eval()(x))
@@ -158,7 +158,10 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
 def test_exported_safetensors_record_the_model_and_its_inputs(tmp_path, noise_folder, capsys) -> None:
     # `reslab export --format safetensors` writes what a run's own model.safetensors records: the
     # file alone rebuilds the model (no --model) with its classes, normalization and input size
+    import json
+
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from reslab.cli import main
 
@@ -174,10 +177,16 @@ def test_exported_safetensors_record_the_model_and_its_inputs(tmp_path, noise_fo
         meta = f.metadata()
     assert meta["model_name"] == "resnet20" and meta["input_size"] == "[3, 16, 16]" and meta["loader"] == "memory"
     again, own = load_any(st), load_any(run / "model.safetensors")
-    for got in (again, own):
-        assert (got.name, got.classes, got.image_size, got.loader) == ("resnet20", ["cat", "dog", "eel"], (3, 16, 16),
-                                                                       "memory")
-        assert got.args == {"num_classes": 3, "in_chans": 3} and got.mean == own.mean and got.std == own.std
+    with safe_open(str(run / "model.safetensors"), "pt") as f:  # the run's own: the same record, and its recipe
+        own_meta = f.metadata()
+    assert {k: own_meta[k] for k in meta} == meta and json.loads(own_meta["config"])["model"] == "resnet20"
+    older = tmp_path / "older.safetensors"  # files of earlier versions name the input size "image_size"
+    save_file(load_file(str(st)), str(older), {**{k: v for k, v in meta.items() if k != "input_size"},
+                                               "image_size": meta["input_size"]})
+    for got in (again, own, load_any(older)):
+        r = got.record
+        assert (r.name, r.classes, r.image_size, r.loader) == ("resnet20", ["cat", "dog", "eel"], (3, 16, 16), "memory")
+        assert r.args == {"num_classes": 3, "in_chans": 3} and r.mean == own.record.mean and r.std == own.record.std
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(again.model(x), own.model(x))

@@ -127,16 +127,16 @@ def test_the_file_alone_says_which_model_it_is(tmp_path, name):
 
     model_name, args, _, _ = FAMILIES[name]
     trained = load_any(write_published(name, tmp_path))
-    assert (trained.name, trained.args) == (model_name, args)
+    assert (trained.record.name, trained.record.args) == (model_name, args)
     if name.startswith("akamaster"):  # their trainer.py normalizes with ImageNet's statistics
-        assert trained.mean == (0.485, 0.456, 0.406) and trained.classes[:2] == ["airplane", "automobile"]
+        assert trained.record.mean == (0.485, 0.456, 0.406) and trained.record.classes[:2] == ["airplane", "automobile"]
     elif name == "chenyaofo_cifar10_resnet20":  # chenyaofo/image-classification-codebase conf/cifar10.conf
-        assert trained.mean == (0.4914, 0.4822, 0.4465) and trained.std == (0.2023, 0.1994, 0.2010)
+        assert trained.record.mean == (0.4914, 0.4822, 0.4465) and trained.record.std == (0.2023, 0.1994, 0.2010)
     elif "cifar100" in name:
-        assert trained.classes is None and trained.std == (0.2673, 0.2564, 0.2761)
+        assert trained.record.classes is None and trained.record.std == (0.2673, 0.2564, 0.2761)
     else:  # ImageNet-1k, torchvision's class order, evaluated at resize 256 + center 224
-        assert len(trained.classes) == 1000 and trained.classes[0] == "tench"
-        assert (trained.image_size, trained.loader) == ((3, 224, 224), "stream")
+        assert len(trained.record.classes) == 1000 and trained.record.classes[0] == "tench"
+        assert (trained.record.image_size, trained.record.loader) == ((3, 224, 224), "stream")
 
 
 @pytest.mark.parametrize("name", ["akamaster_resnet20", "chenyaofo_cifar10_resnet20", "torchvision_v1_resnet18"])

@@ -136,7 +136,7 @@ def test_run_page_holds_what_eval_measures(run, tmp_path, capsys):
     assert per_class[0][:4] == ["class", "images", "correct", "accuracy %"]
     assert [row[:4] for row in per_class[1:]] == [
         [c, str(int(r.confusion[i].sum())), str(int(r.confusion[i, i])), f"{100 * a:.2f}"]
-        for i, (c, a) in enumerate(zip(trained.classes, r.per_class, strict=True))]
+        for i, (c, a) in enumerate(zip(trained.record.classes, r.per_class, strict=True))]
 
     confusion = page.table("confusion")
     assert confusion[0][1:-1] == list(CLASSES)

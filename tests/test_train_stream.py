@@ -169,14 +169,14 @@ def test_eval_and_predict_of_a_streamed_run(tmp_path, capsys):
     from reslab.train.record import load_trained
 
     trained = load_trained(run)
-    assert trained.loader == "stream" and (trained.mean, trained.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert trained.record.loader == "stream" and (trained.record.mean, trained.record.std) == (IMAGENET_MEAN, IMAGENET_STD)
     logits = evaluate(trained.model, split_loader(trained), 2, keep_logits=True).logits
     image = base / "test" / "b" / "01.jpg"  # item 4 of the test split
     assert cli.main(["predict", str(run), str(image), "--json", "--topk", "2"]) == 0
     (predicted,) = json.loads(capsys.readouterr().out)
     probs = torch.softmax(logits[4], 0)
     for top in predicted["top"]:
-        assert top["prob"] == pytest.approx(probs[trained.classes.index(top["class"])].item(), abs=1e-5)
+        assert top["prob"] == pytest.approx(probs[trained.record.classes.index(top["class"])].item(), abs=1e-5)
 
 
 def test_imagenet_preset_streams_train_and_validates_on_val(tmp_path):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import shutil
 import tempfile
 import warnings
@@ -41,6 +40,7 @@ from .export import _guess_input_size, export_onnx
 from .outputs import check_output, output_file
 from .quantize import calibration_batches
 from .runtime import cpu_has_bf16
+from .train.record import METADATA_KEYS, ModelRecord
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
 DTYPES = {"openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8")}
@@ -267,11 +267,7 @@ class Deployed:
     """An OpenVINO IR or ONNX file ready to run, and what reslab stored in it."""
 
     model: RuntimeModel
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: tuple[int, int, int]
-    loader: str = "memory"  # "stream": evaluated at resize S/0.875 + center crop S
+    record: ModelRecord  # classes, normalization and input size always; "stream": resize S/0.875 + center crop S
 
 
 def read_deployed(path: str | Path, threads: int | None = None) -> tuple[RuntimeModel, dict[str, str]]:
@@ -288,7 +284,7 @@ def read_deployed(path: str | Path, threads: int | None = None) -> tuple[Runtime
             ov_model = ov.Core().read_model(str(path))
         except RuntimeError as e:
             raise ReslabError(f"cannot read OpenVINO IR {path}: {str(e).strip().splitlines()[0]}") from None
-        meta = {k: ov_model.get_rt_info(["reslab", k]).astype(str) for k in (*_META, "loader")
+        meta = {k: ov_model.get_rt_info(["reslab", k]).astype(str) for k in METADATA_KEYS
                 if ov_model.has_rt_info(["reslab", k])}
         run = _openvino_runner(compile_openvino(ov_model, "fp32", threads))
         return RuntimeModel(run, "openvino", "fp32", threads), meta
@@ -301,17 +297,12 @@ def read_deployed(path: str | Path, threads: int | None = None) -> tuple[Runtime
     return RuntimeModel(_onnx_runner(session), "onnxruntime", "fp32", threads), meta
 
 
-_META = ("classes", "mean", "std", "input_size")
-
-
 def load_deployed(path: str | Path, threads: int | None = None) -> Deployed:
     """An exported .xml or .onnx file with the class names, normalization and input size that
     `reslab export` stores in it, ready to predict."""
     run, meta = read_deployed(path, threads)
-    missing = [k for k in _META if k not in meta]
-    if missing:
-        raise ReslabError(f"{path} has no {', '.join(missing)} recorded: export it with `reslab export` from a "
+    record = ModelRecord.from_metadata(meta)
+    if lacks := record.lacks():
+        raise ReslabError(f"{path} has no {', '.join(lacks)} recorded: export it with `reslab export` from a "
                           "checkpoint or run directory")
-    values = {k: json.loads(meta[k]) for k in _META}
-    return Deployed(run, list(values["classes"]), tuple(values["mean"]), tuple(values["std"]),
-                    tuple(values["input_size"]), meta.get("loader", "memory"))
+    return Deployed(run, record)

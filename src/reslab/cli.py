@@ -228,19 +228,19 @@ def _run_eval(args: argparse.Namespace) -> None:
         check_plot(args.confusion, "confusion matrix")
     r, trained = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.data_dir, args.batch, args.tta)
     if args.confusion:
-        plot_confusion(r.confusion, trained.classes, args.confusion,
-                       title=f"{trained.name}, {args.split} split: top-1 {100 * r.top1:.2f}%")
+        plot_confusion(r.confusion, trained.record.classes, args.confusion,
+                       title=f"{trained.record.name}, {args.split} split: top-1 {100 * r.top1:.2f}%")
     if args.json:
-        print(json.dumps({**r.to_dict(), "classes": trained.classes, "split": args.split}, indent=2))
+        print(json.dumps({**r.to_dict(), "classes": trained.record.classes, "split": args.split}, indent=2))
         return
-    origin = f"{trained.name} (step {trained.step})" if trained.config else f"{trained.name} ({args.checkpoint})"
+    origin = f"{trained.record.name} (step {trained.step})" if trained.config else f"{trained.record.name} ({args.checkpoint})"
     print(f"{origin} on {args.data or trained.config.data} {args.split}: "
           f"n {r.n}  top-1 {100 * r.top1:.2f}%  top-5 {100 * r.top5:.2f}%  loss {r.loss:.4f}")
-    w = max(len(c) for c in trained.classes)
-    print(f"\n{'class':<{w}}  acc %   " + " ".join(f"{i:>5}" for i in range(len(trained.classes)))
-          if len(trained.classes) <= 20 else f"\n{'class':<{w}}  acc %")
-    for i, (c, a) in enumerate(zip(trained.classes, r.per_class, strict=True)):
-        row = " ".join(f"{v:>5}" for v in r.confusion[i].tolist()) if len(trained.classes) <= 20 else ""
+    w = max(len(c) for c in trained.record.classes)
+    print(f"\n{'class':<{w}}  acc %   " + " ".join(f"{i:>5}" for i in range(len(trained.record.classes)))
+          if len(trained.record.classes) <= 20 else f"\n{'class':<{w}}  acc %")
+    for i, (c, a) in enumerate(zip(trained.record.classes, r.per_class, strict=True)):
+        row = " ".join(f"{v:>5}" for v in r.confusion[i].tolist()) if len(trained.record.classes) <= 20 else ""
         print(f"{c:<{w}}  {100 * a:6.2f}  {row}")
 
 
@@ -580,7 +580,7 @@ def _run_export(args: argparse.Namespace) -> None:
     from .weights import load_any
 
     loaded = load_any(args.checkpoint, args.model)
-    size = tuple(args.input_size) if args.input_size else loaded.image_size or default_input_size(loaded.name)
+    size = tuple(args.input_size) if args.input_size else loaded.record.image_size or default_input_size(loaded.record.name)
     dynamic = not args.static_batch
     if args.format == "safetensors":
         path = save_safetensors(loaded.model, args.out, loaded.metadata(size))
@@ -598,10 +598,10 @@ def _run_export(args: argparse.Namespace) -> None:
         print(f"openvino vs torch: max abs diff {diff:.2e} (weights in {path.with_suffix('.bin')})")
     else:
         path = export_pt2(loaded.model, args.out, size, dynamic, aoti=args.format == "pt2", fold=args.fold)
-    print(f"wrote {path} ({loaded.name}, input {'N' if dynamic or args.format == 'openvino' else 2}x"
+    print(f"wrote {path} ({loaded.record.name}, input {'N' if dynamic or args.format == 'openvino' else 2}x"
           f"{'x'.join(map(str, size))})")
     if loaded.random:
-        print(f"note: {path} has random (untrained) weights of {loaded.name}; give a checkpoint or run "
+        print(f"note: {path} has random (untrained) weights of {loaded.record.name}; give a checkpoint or run "
               "directory to export trained ones", file=sys.stderr)
 
 

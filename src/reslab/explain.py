@@ -76,19 +76,19 @@ def explain_files(checkpoint: str | Path, inputs: list[str | Path], out: str | P
     """Writes OUT/<image stem>-gradcam.png (the image, and the heat map over it) for each image;
     returns [{"file", "class", "prob", "png"}]. target: a class name to explain instead of the top one."""
     trained = load_trained(checkpoint, device)
-    if target is not None and target not in trained.classes:
-        raise ReslabError(f"unknown class {target!r}; this model's classes: {', '.join(trained.classes[:20])}")
+    if target is not None and target not in trained.record.classes:
+        raise ReslabError(f"unknown class {target!r}; this model's classes: {', '.join(trained.record.classes[:20])}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReslabError(f"{out} is a file; --out takes a directory for the images")
     results = []
     for path in image_files(inputs):
-        image = read_image(path, trained.image_size, trained.loader == "stream")
+        image = read_image(path, trained.record.image_size, trained.record.loader == "stream")
         x = normalize(trained, image[None])
-        wanted = None if target is None else torch.tensor([trained.classes.index(target)])
+        wanted = None if target is None else torch.tensor([trained.record.classes.index(target)])
         cam, cls = grad_cam(trained.model, x, wanted)
         prob = F.softmax(trained.model(x).float(), 1)[0, cls[0]].item()
-        name = trained.classes[cls[0].item()]
+        name = trained.record.classes[cls[0].item()]
         fig = gradcam_figure(image, cam[0], path.name, f"Grad-CAM: {name} ({100 * prob:.1f}%)")
         png = save_figure(fig, out / f"{path.stem}-gradcam.png", "Grad-CAM image")
         results.append({"file": str(path), "class": name, "prob": round(prob, 6), "png": str(png)})

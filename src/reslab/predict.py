@@ -38,7 +38,7 @@ from .runtime import amp_dtype
 from .train.config import TrainConfig
 from .train.record import Trained
 from .train.splits import make_loader
-from .weights import load_any
+from .weights import load_ready
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
@@ -53,20 +53,17 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     """
     trained = inference_model(path, device, need_classes=False)
     loader = split_loader(trained, data, split, data_dir, batch_size, torch.device(device))
+    if trained.record.classes is None:  # a file that records none: the data's (as many, split_loader checked)
+        trained = dataclasses.replace(trained, record=dataclasses.replace(trained.record,
+                                                                          classes=list(loader.dataset.classes)))
     amp = amp_dtype(trained.config, torch.device(device)) if trained.config else None
-    return evaluate(trained.model, loader, len(trained.classes), amp, flip_tta=flip_tta), trained
+    return evaluate(trained.model, loader, len(trained.record.classes), amp, flip_tta=flip_tta), trained
 
 
 def inference_model(path: str | Path, device: str = "cpu", need_classes: bool = True) -> Trained:
     """The model `path` means for evaluation and prediction, with what it needs to see images
     as it was trained: its input size and normalization (and class names when `need_classes`)."""
-    trained = load_any(path, purpose="model", device=device)
-    lacks = [k for k in ("image_size", "mean", "std", *(("classes",) if need_classes else ()))
-             if getattr(trained, k) is None]
-    if lacks:
-        raise ReslabError(f"{path} records no {' or '.join(lacks).replace('_', ' ')} and is of no family reslab "
-                          "knows; give a reslab run or checkpoint, or load it in Python with load_weights(model, path)")
-    return trained
+    return load_ready(path, device, need_classes)
 
 
 def split_loader(trained: Trained, data: str | None = None, split: str = "test", data_dir: str | None = None,
@@ -82,9 +79,9 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
         raise ReslabError("this weights file records no data set; name one with --data")
     cfg = trained.config or TrainConfig(data=data, val_size=0)
     name = data or cfg.data
-    root, size = data_dir or cfg.data_dir, trained.image_size[-1]
+    root, size = data_dir or cfg.data_dir, trained.record.image_size[-1]
     sharded = shards_path(name) is not None
-    streamed = trained.loader == "stream" and (imagefolder_path(name) is not None or sharded)
+    streamed = trained.record.loader == "stream" and (imagefolder_path(name) is not None or sharded)
 
     def read(part: str) -> Any:
         return streamed_split(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
@@ -108,25 +105,24 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     if streamed:
         loader_cfg = cfg.replace(resize=size, channels_last=False)
     else:
-        loader_cfg = cfg.replace(resize=trained.image_size[1] if ds.images.shape[-1] != trained.image_size[2]
+        loader_cfg = cfg.replace(resize=trained.record.image_size[1] if ds.images.shape[-1] != trained.record.image_size[2]
                                  else None, channels_last=False)
     # normalize with the checkpoint's statistics, not the evaluated split's own
-    ds = dataclasses.replace(ds, mean=trained.mean, std=trained.std)
+    ds = dataclasses.replace(ds, mean=trained.record.mean, std=trained.record.std)
     return make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
 
 
 def _check_compatible(ds: Any, trained: Trained) -> None:
     channels = ds.images.shape[1] if isinstance(ds, Dataset) else 3  # streamed files are read as RGB
-    if channels != trained.image_size[0]:
-        raise ReslabError(f"the model takes {trained.image_size[0]}-channel images; "
+    if channels != trained.record.image_size[0]:
+        raise ReslabError(f"the model takes {trained.record.image_size[0]}-channel images; "
                           f"{ds.name} has {channels}")
-    if trained.classes is None:  # a file that records none: the data's, if as many
+    if trained.record.classes is None:  # a file that records none: the data's, if as many
         if len(ds.classes) != trained.model.num_classes:
             raise ReslabError(f"{ds.name} has {len(ds.classes)} classes, the model {trained.model.num_classes}")
-        trained.classes = list(ds.classes)
-    if list(ds.classes) != trained.classes:
+    elif list(ds.classes) != trained.record.classes:
         raise ReslabError(f"{ds.name} has classes {list(ds.classes)[:5]}..., the checkpoint "
-                          f"{trained.classes[:5]}...: not the data this model was trained on")
+                          f"{trained.record.classes[:5]}...: not the data this model was trained on")
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
@@ -173,7 +169,7 @@ def predict_tensor(trained: Trained | Deployed, images: Tensor) -> Tensor:
 def normalize(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """(N, C, H, W) uint8 -> float on the model's device, normalized as the model was trained."""
     param = next(trained.model.parameters(), None) if isinstance(trained.model, torch.nn.Module) else None
-    return Normalize(trained.mean, trained.std, param.device if param is not None else "cpu")(images)
+    return Normalize(trained.record.mean, trained.record.std, param.device if param is not None else "cpu")(images)
 
 
 def model_input(trained: Trained | Deployed, images: Tensor) -> Tensor:
@@ -181,7 +177,7 @@ def model_input(trained: Trained | Deployed, images: Tensor) -> Tensor:
     the batch it makes of them: normalized as the model was trained, resized to the model's
     input as `Loader` resizes when their size is not its."""
     x = normalize(trained, images)
-    return x if tuple(x.shape[-2:]) == tuple(trained.image_size[1:]) else resize_batch(x, trained.image_size[1])
+    return x if tuple(x.shape[-2:]) == tuple(trained.record.image_size[1:]) else resize_batch(x, trained.record.image_size[1])
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,
@@ -196,14 +192,14 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 
     else:
         trained = inference_model(checkpoint, device)
     files = image_files(inputs)
-    streamed = trained.loader == "stream"  # exported files record it too
-    k = max(1, min(topk, len(trained.classes)))
+    streamed = trained.record.loader == "stream"  # exported files record it too
+    k = max(1, min(topk, len(trained.record.classes)))
     results = []
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        probs = predict_tensor(trained, torch.stack([read_image(p, trained.image_size, streamed) for p in chunk]))
+        probs = predict_tensor(trained, torch.stack([read_image(p, trained.record.image_size, streamed) for p in chunk]))
         p, idx = probs.topk(k, dim=1)
         for f, pr, ix in zip(chunk, p.tolist(), idx.tolist(), strict=True):
-            results.append({"file": str(f), "top": [{"class": trained.classes[i], "prob": round(q, 6)}
+            results.append({"file": str(f), "top": [{"class": trained.record.classes[i], "prob": round(q, 6)}
                                                     for i, q in zip(ix, pr, strict=True)]})
     return results

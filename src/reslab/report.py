@@ -144,7 +144,7 @@ def _evaluate(run: Path, limit: int | None, batch_size: int, data_dir: str | Non
     if log:
         log(f"{run}: evaluating on {len(loader.dataset):,} test images of {trained.config.data}")
     amp = amp_dtype(trained.config, torch.device(device))
-    return trained, loader, evaluate(trained.model, loader, len(trained.classes), amp, keep_logits=True)
+    return trained, loader, evaluate(trained.model, loader, len(trained.record.classes), amp, keep_logits=True)
 
 
 def _final_table(row: dict, final: Summary | None) -> str:
@@ -161,7 +161,7 @@ def _final_table(row: dict, final: Summary | None) -> str:
 
 
 def _test_views(trained: Trained, loader: Any, r: EvalResult, tmp: Path, misclassified: int, gradcam: int) -> str:
-    classes, k = trained.classes, len(trained.classes)
+    classes, k = trained.record.classes, len(trained.record.classes)
     whole = getattr(loader.dataset, "meta", {}).get("sample_of")
     sample = f"a fixed sample of {r.n:,} of the {whole:,} test images" if whole else f"the {r.n:,} test images"
     if loader.unreadable:

@@ -17,7 +17,6 @@ normalization are attached where its family is known.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from .errors import ReslabError, torch_load
 from .models import create_model, fit_weights, recognise
 from .models.convert import convert_state_dict, unwrap
 from .train.config import TrainConfig
-from .train.record import Checkpoint, Trained, resolve
+from .train.record import Checkpoint, ModelRecord, Trained, resolve
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,7 @@ class Weights:
 
     path: Path
     state: dict[str, Tensor]
-    name: str | None = None
-    args: dict = field(default_factory=dict)
-    image_size: tuple[int, int, int] | None = None
-    classes: list[str] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    loader: str = "memory"  # how the run read its data, so how its evaluation fitted an image
+    record: ModelRecord = field(default_factory=ModelRecord)
     config: TrainConfig | None = None  # only a reslab checkpoint has its run's recipe
     step: int | None = None
     family: str = "reslab"  # who publishes files of this layout
@@ -79,32 +72,18 @@ def read_weights(source: str | Path, purpose: str = "weights") -> Weights:
         raise ReslabError(f"no checkpoint, weights file or run directory at {path}")
     if path.suffix == ".safetensors":
         state, meta = read_safetensors(path)
-        meta.setdefault("image_size", meta.get("input_size"))  # `reslab export` names it as ONNX files do
-        record = {k: json.loads(meta[k]) for k in ("model_args", "image_size", "classes", "mean", "std") if meta.get(k)}
-        return _weights(path, state, meta.get("model_name"), record | {"loader": meta.get("loader")})
+        return Weights(path, convert_state_dict(state), ModelRecord.from_metadata(meta))
     obj = torch_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ReslabError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
     if "model_name" in obj and "model" in obj:
         ckpt = Checkpoint.read(path)
-        weights = _weights(path, ckpt.eval_weights(), ckpt.model_name,
-                           {k: getattr(ckpt, k) for k in ("model_args", "image_size", "classes", "mean", "std",
-                                                          "loader")})
-        return dataclasses.replace(weights, config=TrainConfig.from_dict(ckpt.config), step=ckpt.step)
+        return Weights(path, convert_state_dict(ckpt.eval_weights()), ckpt.record, TrainConfig.from_dict(ckpt.config),
+                       ckpt.step)
     obj = unwrap(obj)  # e.g. akamaster's {"state_dict": ..., "best_prec1": ...}
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ReslabError(f"{path} has no model state_dict (expected a dict of tensors or a reslab checkpoint)")
     return Weights(path, convert_state_dict(obj), family="")
-
-
-def _weights(path: Path, state: dict[str, Tensor], name: str | None, record: dict[str, Any]) -> Weights:
-    def get(key: str, kind: type) -> Any:
-        value = record.get(key)
-        return kind(value) if value else None
-
-    return Weights(path, convert_state_dict(state), name, dict(record.get("model_args") or {}),
-                   get("image_size", tuple), get("classes", list), get("mean", tuple), get("std", tuple),
-                   record.get("loader") or "memory")
 
 
 # --- what other projects publish with their files -------------------------------------
@@ -134,24 +113,25 @@ def model_from(weights: Weights, name: str | None = None) -> tuple[nn.Module, We
 
     name: the registered model to build instead of the recorded or recognised one.
     """
-    args = dict(weights.args)
-    if name is None and weights.name is None:
+    args = dict(weights.record.args)
+    if name is None and weights.record.name is None:
         found = recognise(weights.state)
         name, args = found.name, found.args
         published = _published(found.family, weights.state["fc.weight"].shape[0])
-        weights = dataclasses.replace(weights, family=found.family, **published)
+        weights = dataclasses.replace(weights, family=found.family, record=dataclasses.replace(weights.record,
+                                                                                               **published))
     elif not args:  # a name without a record: the head as the weights have it
         if "fc.weight" in weights.state:
             args["num_classes"] = weights.state["fc.weight"].shape[0]
         if "conv1.weight" in weights.state:
             args["in_chans"] = weights.state["conv1.weight"].shape[1]
-    name = name or weights.name
+    name = name or weights.record.name
     model = create_model(name, **args)
     try:
         fit_weights(model, weights.state)
     except ReslabError as e:
         raise ReslabError(f"{weights.path} does not fit model {name!r}: {e}") from None
-    return model, dataclasses.replace(weights, name=name, args=args)
+    return model, dataclasses.replace(weights, record=dataclasses.replace(weights.record, name=name, args=args))
 
 
 def load_any(source: str | Path | None = None, name: str | None = None, purpose: str = "weights",
@@ -165,10 +145,20 @@ def load_any(source: str | Path | None = None, name: str | None = None, purpose:
     if source is None:
         if name is None:
             raise ReslabError("give a checkpoint file or --model NAME")
-        return Trained(create_model(name).eval(), name, None, random=True)
+        return Trained(create_model(name).eval(), ModelRecord(name), random=True)
     model, w = model_from(read_weights(source, purpose), name)
-    return Trained(model.to(device).eval(), w.name, w.image_size, w.classes, w.mean, w.std, w.config, w.step,
-                   w.loader, args=w.args)
+    return Trained(model.to(device).eval(), w.record, w.config, w.step)
+
+
+def load_ready(source: str | Path, device: str | torch.device = "cpu", need_classes: bool = True) -> Trained:
+    """The model `source` means (a run directory: its chosen checkpoint) with what it needs to
+    see images as it was trained: its input size and normalization, and class names when
+    `need_classes`; one line naming what a file of no known family lacks."""
+    trained = load_any(source, purpose="model", device=device)
+    if lacks := trained.record.lacks(need_classes):
+        raise ReslabError(f"{source} records no {' or '.join(lacks)} and is of no family reslab knows; give a "
+                          "reslab run or checkpoint, or load it in Python with load_weights(model, path)")
+    return trained
 
 
 def load_weights(model: nn.Module | str | Path, weights: Mapping[str, Tensor] | str | Path | None = None,

@@ -1,8 +1,11 @@
-"""The record of a trained model: the checkpoint's contents (the only code that knows its
-keys), which file a path means, and a model rebuilt from what a checkpoint records.
+"""The record of a trained model: what every model file reslab writes says about its model
+(`ModelRecord`, the one pair of functions that writes and reads it as file metadata), the
+checkpoint's contents (the only code that knows its keys), which file a path means, and a
+model rebuilt from what a checkpoint records.
 
-    ckpt = Checkpoint.read("runs/r20/best.pt")   # verified; .step, .classes, .build()
+    ckpt = Checkpoint.read("runs/r20/best.pt")   # verified; .step, .record, .build()
     trained = load_trained("runs/r20")           # best.pt, else last.pt: the chosen model
+    trained.record.classes, trained.record.mean  # what the model needs to see images
 
 The checkpoint's bytes (atomic write, digest, RNG) are `checkpoint`'s; the run directory's
 files are `reslab.rundir`'s; weights files of any origin are `reslab.weights`'.
@@ -39,6 +42,63 @@ def build_model(name: str, model_args: dict[str, Any], image_size: tuple[int, in
     model = create_model(name, **model_args)
     check_input_size(model, (1, *image_size))
     return model
+
+
+# --- the model record -------------------------------------------------------------
+INPUT_LAYOUT = "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std"
+# Every key ModelRecord.metadata may write, and "image_size", which older files have.
+METADATA_KEYS = ("model_name", "model_args", "loader", "input_layout", "input_size", "image_size", "preprocess",
+                 "classes", "mean", "std")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a model file records about its model: enough to build it and to feed it images as it
+    was trained. A checkpoint records everything; a weights file of another origin may record
+    nothing (None, {})."""
+
+    name: str | None = None  # the registered model
+    args: dict[str, Any] = field(default_factory=dict)  # create_model's keyword arguments
+    classes: list[str] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    image_size: tuple[int, int, int] | None = None  # (C, H, W) the model sees
+    loader: str = "memory"  # how the run read its data: "stream" evaluates at resize S/0.875 + center crop S
+
+    def __post_init__(self) -> None:  # one type per field, whatever the source (JSON lists, tuples)
+        for key, kind in (("classes", list), ("mean", tuple), ("std", tuple), ("image_size", tuple)):
+            value = getattr(self, key)
+            object.__setattr__(self, key, kind(value) if value else None)
+        object.__setattr__(self, "args", dict(self.args or {}))
+        object.__setattr__(self, "loader", self.loader or "memory")
+
+    def metadata(self) -> dict[str, str]:
+        """The record as strings, for safetensors metadata, ONNX metadata_props and OpenVINO
+        rt_info; with how an image becomes the input, in words, for deployers."""
+        meta = {**({"model_name": self.name} if self.name else {}), "model_args": json.dumps(self.args),
+                "loader": self.loader, "input_layout": INPUT_LAYOUT}
+        if self.image_size is not None:
+            meta["input_size"] = json.dumps(list(self.image_size))
+            meta["preprocess"] = preprocess(self.loader, self.image_size[-1])
+        for key in ("classes", "mean", "std"):
+            if getattr(self, key) is not None:
+                meta[key] = json.dumps(list(getattr(self, key)))
+        return meta
+
+    def lacks(self, need_classes: bool = True) -> list[str]:
+        """What the model needs to see images as it was trained that the record lacks (in words)."""
+        keys = (*(("classes",) if need_classes else ()), "mean", "std", "image_size")
+        return [k.replace("_", " ") for k in keys if getattr(self, k) is None]
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> ModelRecord:
+        """The record `metadata` wrote. Files of reslab 0.x before one record name the input size
+        "image_size" in safetensors (read too)."""
+        def value(key: str) -> Any:
+            return json.loads(meta[key]) if meta.get(key) else None
+
+        return cls(meta.get("model_name") or None, value("model_args") or {}, value("classes"), value("mean"),
+                   value("std"), value("input_size") or value("image_size"), meta.get("loader") or "memory")
 
 
 # --- the checkpoint's contents ---------------------------------------------------
@@ -98,10 +158,14 @@ class Checkpoint:
         model.load_state_dict(self.eval_weights())
         return model
 
+    @property
+    def record(self) -> ModelRecord:
+        return ModelRecord(self.model_name, self.model_args, self.classes, self.mean, self.std, self.image_size,
+                           self.loader)
+
     def metadata(self) -> dict[str, str]:
-        """What the exported weights record (safetensors metadata: strings)."""
-        return {"config": json.dumps(self.config), "model_name": self.model_name, "loader": self.loader,
-                **{k: json.dumps(getattr(self, k)) for k in ("model_args", "classes", "mean", "std", "image_size")}}
+        """What the exported weights record (safetensors metadata: strings): the model record and the recipe."""
+        return {"config": json.dumps(self.config), **self.record.metadata()}
 
     def export(self, state: dict[str, Tensor], path: Path) -> Path:
         """Writes `state` (this checkpoint's model) as safetensors with this record."""
@@ -116,36 +180,22 @@ def preprocess(loader: str, side: int) -> str:
     return f"shorter side resized to {side} px, then the center {side}x{side}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trained:
     """A model rebuilt from a file or a name, in eval mode, and what the file records about it.
 
-    A checkpoint records everything; a weights file may record nothing (None); a model
-    built from a name alone has fresh weights (`random`).
+    A model built from a name alone has fresh weights (`random`) and a record of its name only.
     """
 
     model: nn.Module
-    name: str
-    image_size: tuple[int, int, int] | None  # (C, H, W) the model was trained at
-    classes: list[str] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    record: ModelRecord
     config: TrainConfig | None = None  # only from a checkpoint
     step: int | None = None
-    loader: str = "memory"  # how the run read its data: "stream" evaluates at resize S/0.875 + center crop S
     random: bool = False
-    args: dict[str, Any] = field(default_factory=dict)  # create_model's keyword arguments, as recorded
 
     def metadata(self, input_size: tuple[int, int, int]) -> dict[str, str]:
-        """What a deployer needs beside the graph, as strings (ONNX metadata_props, OpenVINO rt_info)."""
-        side = input_size[-1]
-        meta = {"model_name": self.name, "model_args": json.dumps(self.args), "input_size": json.dumps(list(input_size)),
-                "input_layout": "NCHW, RGB (L for 1 channel), float32: (pixel / 255 - mean) / std",
-                "loader": self.loader, "preprocess": preprocess(self.loader, side)}
-        for key in ("classes", "mean", "std"):
-            if getattr(self, key) is not None:
-                meta[key] = json.dumps(list(getattr(self, key)))
-        return meta
+        """What a deployer needs beside the graph exported at `input_size`, as strings."""
+        return dataclasses.replace(self.record, image_size=input_size).metadata()
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
@@ -159,6 +209,4 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
                           "checkpoint (best.pt or last.pt) or its run directory")
     ckpt = Checkpoint.read(path)
     model = ckpt.build().to(device).eval()
-    return Trained(model, ckpt.model_name, tuple(ckpt.image_size), list(ckpt.classes), tuple(ckpt.mean),
-                   tuple(ckpt.std), TrainConfig.from_dict(ckpt.config), ckpt.step, ckpt.loader,
-                   args=dict(ckpt.model_args))
+    return Trained(model, ckpt.record, TrainConfig.from_dict(ckpt.config), ckpt.step)

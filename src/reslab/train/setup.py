@@ -23,7 +23,7 @@ from ..errors import ReslabError
 from ..models import compiled_batchnorm, fit_weights, model_info
 from ..rundir import RunDir
 from ..runtime import Dist, amp_dtype, environment, resolve_device, tune_allocator
-from ..weights import load_any, read_weights
+from ..weights import load_ready, read_weights
 from .checkpoint import rng_state, set_rng_state
 from .config import COMPILE_AUTO_MIN_STEPS, TrainConfig
 from .logging import MetricsLog
@@ -164,19 +164,17 @@ def init_weights(model: nn.Module, source: str) -> str:
 def load_teacher(cfg: TrainConfig, splits: Splits, device: torch.device, compiled: bool) -> nn.Module:
     """The frozen eval-mode model of cfg.teacher (a run directory or checkpoint), checked against the data."""
     try:
-        t = load_any(cfg.teacher, purpose="model", device=device)
+        trained = load_ready(cfg.teacher, device)
     except ReslabError as e:
         raise ReslabError(f"teacher: {e}") from None
-    if t.classes is None or t.mean is None or t.image_size is None:
-        raise ReslabError(f"teacher {cfg.teacher} records no classes or input normalization; distill from a "
-                          "reslab run or checkpoint (or a file of a known family)")
+    t = trained.record
     if t.classes != splits.classes:
         raise ReslabError(f"teacher {cfg.teacher} was trained on other classes ({len(t.classes)}: "
                           f"{', '.join(t.classes[:5])}...); distill from a run on the same data")
-    if (t.mean, t.std, t.image_size) != (splits.mean, splits.std, splits.image_size):
+    if (t.mean, t.std, t.image_size) != (tuple(splits.mean), tuple(splits.std), tuple(splits.image_size)):
         raise ReslabError(f"teacher {cfg.teacher} expects other inputs (size {t.image_size}, mean {t.mean}, "
                           f"std {t.std}) than this run; distill from a run on the same data and resize")
-    model = t.model.requires_grad_(False)
+    model = trained.model.requires_grad_(False)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return torch.compile(model) if compiled else model
