@@ -113,3 +113,19 @@ def test_schedule_edges_clamp_and_refuse():
     assert str(e.value) == "total_steps must be >= 1, got 0"
     with pytest.raises(ValueError, match="^unknown schedule 'linear'$"):
         lr_at(SimpleNamespace(**{**one.to_dict(), "schedule": "linear"}), 0, 1)  # past TrainConfig's check
+
+
+def test_the_papers_warm_up_is_one_rule_for_presets_and_experiments():
+    from reslab.experiments import cifar_net, net_config
+    from reslab.train.config import paper_warmup
+
+    on = {"warmup_lr": 0.01, "warmup_until_error": 0.8}
+    assert paper_warmup("resnet110", {}, 0.1, "multistep") == on == paper_warmup("resnet20", {"depth": 110}, 0.1,
+                                                                                    "multistep")
+    assert paper_warmup("resnet56", {}, 0.1, "multistep") == {} == paper_warmup("resnet152", {}, 0.1, "multistep")
+    assert paper_warmup("resnet110", {}, 0.05, "multistep") == {} == paper_warmup("resnet110", {}, 0.1, "cosine")
+    assert preset("paper-cifar", model="preact_resnet110").warmup_lr == 0.01
+    assert preset("paper-cifar", model="resnet110", warmup_lr=0.02, warmup_until_error=0.5).warmup_lr == 0.02
+    base = preset("paper-cifar")
+    assert net_config(base, cifar_net("resnet", 110), 0).warmup_lr == 0.01
+    assert net_config(base, cifar_net("plain", 56), 0).warmup_lr is None

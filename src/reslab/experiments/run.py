@@ -24,7 +24,7 @@ from ..launch import Job, Local, Slurm, Task, wait
 from ..rundir import RunDir
 from ..runtime import Dist, resolve_device
 from ..train import TrainConfig, preset, read_metrics, train
-from ..train.config import recipe_differences
+from ..train.config import paper_warmup, recipe_differences
 from ..train.record import load_trained
 from ..train.splits import load_data, make_loader
 from .paper import TRAINED, Net, experiment_nets
@@ -60,8 +60,8 @@ def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
     """
     changes: dict = {"model": net.model, "model_args": {**base.model_args, **dict(net.args)}, "seed": seed,
                      **dict(net.recipe)}
-    if net.depth >= 110 and base.warmup_lr is None and base.lr == 0.1 and base.schedule == "multistep":
-        changes.update(warmup_lr=0.01, warmup_until_error=0.8)
+    if base.warmup_lr is None:
+        changes.update(paper_warmup(net.model, changes["model_args"], base.lr, base.schedule))
     return base.replace(**changes)
 
 

@@ -302,9 +302,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-# The paper's deepest CIFAR nets start at lr 0.01 until training error is under 80%
-# (about 400 iterations), then go back to 0.1 (section 4.2).
-PAPER_WARMUP_MODELS = ("resnet110", "resnet1202", "plain110")
+def paper_warmup(model: str, model_args: dict[str, Any], lr: float, schedule: str) -> dict[str, Any]:
+    """The paper's warm-up (section 4.2): with its schedule (lr 0.1, steps), CIFAR nets of 110
+    layers and more start at lr 0.01 until the training error is under 80% (about 400
+    iterations), then go back to 0.1. The fields to set ({} where it does not apply)."""
+    import re
+
+    from ..models.registry import default_input_size
+
+    found = re.search(r"(\d+)$", model)
+    depth = model_args.get("depth") or (int(found.group(1)) if found else 0)
+    if depth >= 110 and lr == 0.1 and schedule == "multistep" and default_input_size(model)[-1] == 32:
+        return {"warmup_lr": 0.01, "warmup_until_error": 0.8}
+    return {}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
@@ -316,7 +326,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise ReslabError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     values = {**PRESETS[name], **_set_length(overrides)}
-    if name == "paper-cifar" and values.get("model", "resnet20") in PAPER_WARMUP_MODELS:
-        values.setdefault("warmup_lr", 0.01)
-        values.setdefault("warmup_until_error", 0.8)
+    if name == "paper-cifar" and values.get("warmup_lr") is None:
+        values.update(paper_warmup(values.get("model", "resnet20"), values.get("model_args", {}), values["lr"],
+                                   values["schedule"]))
     return TrainConfig(**values)
