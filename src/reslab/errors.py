@@ -14,6 +14,12 @@ class ReslabError(Exception):
     """
 
 
+def is_whole(value: Any, at_least: int = 0) -> bool:
+    """`value` is a whole number (an int, not a bool) of at least `at_least`: the check every
+    count a user sets (workers, shard sizes, classes, steps) passes before it is used."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
+
+
 def torch_load(path: str | PathLike, what: str = "file", map_location: Any = "cpu") -> Any:
     """`torch.load(path, weights_only=True)`; a failure is one ReslabError line.
 

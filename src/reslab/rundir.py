@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
-from .errors import ReslabError
+from .errors import ReslabError, is_whole
 
 CONFIG, METRICS, SUMMARY, CURVES = "config.json", "metrics.jsonl", "summary.json", "curves.png"
 LAST, PREV, BEST, WEIGHTS = "last.pt", "prev.pt", "best.pt", "model.safetensors"
@@ -58,7 +58,7 @@ class Summary:
     def from_dict(cls, d: dict[str, Any]) -> Summary:
         """A summary from its JSON; KeyError/TypeError/ValueError for one this version does not write."""
         summary = cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
-        if not isinstance(summary.steps, int) or (summary.test is not None and "top1" not in summary.test):
+        if not is_whole(summary.steps) or (summary.test is not None and "top1" not in summary.test):
             raise ValueError("not a run summary")
         return summary
 

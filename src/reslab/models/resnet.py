@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import is_whole
 from .blocks import NormLayer, block_class, make_shortcut
 
 SHORTCUTS = ("A", "B", "C", None)
@@ -119,7 +120,7 @@ class _ResNetBase(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the classifier with a fresh one for `num_classes` (0: identity)."""
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        if not is_whole(num_classes):
             raise ValueError(f"num_classes must be a whole number >= 0 (0: no classifier), got {num_classes!r}")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..errors import ReslabError
+from ..errors import ReslabError, is_whole
 from .tracking import parse_trackers
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -125,8 +125,7 @@ class TrainConfig:
         if self.loader == "memory" and shards_path(self.data) is not None:
             raise ReslabError(f"{self.data}: tar shards are streamed, not decoded into memory: set loader=auto or "
                               "stream (or train from the image folder they were written from)")
-        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
-                                         or self.workers < 0):
+        if self.workers is not None and not is_whole(self.workers):
             raise ReslabError(f"workers must be a whole number >= 0 or None, got {self.workers!r}")
         _choice("amp", self.amp, AMP)
         parse_trackers(self.log)
@@ -254,7 +253,7 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 def _positive(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_whole(value, 1):
         raise ReslabError(f"{name} must be a positive integer, got {value!r}")
 
 
