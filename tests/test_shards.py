@@ -170,6 +170,16 @@ def test_loader_shares_epochs_between_ranks_and_order_ignores_workers(sharded):
     assert len(labels) == 6 and labels.bincount().tolist() == [2, 2, 2]
 
 
+def test_order_is_the_epochs_sequence_as_positions_of_the_split(sharded):
+    _, shards = sharded
+    split = open_split(f"shards:{shards}").subset(range(0, 30, 3))
+    loader = ShardLoader(split, batch_size=2, image_size=16, seed=3, num_workers=0)
+    for epoch in range(2):
+        order = loader.order(epoch)
+        assert sorted(order.tolist()) == list(range(10))
+        assert np.array_equal(split.keep[order].numpy(), loader.sequence(epoch))
+
+
 def test_resume_mid_epoch_from_shards_is_bit_exact(sharded):
     """Guarantee: the order of an epoch is a pure function of (seed, epoch, ranks, batch size), so
     3 steps, an interrupt inside epoch 1, and 3 more give the same weights as 6 steps straight."""

@@ -78,14 +78,39 @@ def cutout_mask(n: int, h: int, w: int, size: int, generator: torch.Generator) -
     return (rows >= cy - lo) & (rows < cy - lo + size) & (cols >= cx - lo) & (cols < cx - lo + size)
 
 
-class EpochCursor:
-    """Batches per epoch and where the next pass starts, shared by the loaders.
+def check_ranks(batch_size: int, rank: int, world: int) -> None:
+    """One line when rank `rank` of `world` cannot have a share of every batch of `batch_size`."""
+    if not 0 <= rank < world:
+        raise ReslabError(f"rank must be in [0, {world}), got {rank}")
+    if world > batch_size:
+        raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
 
-    Subclasses set `dataset`, `batch_size`, `train`, `drop_last`, `epoch` and `start_batch`;
-    the streamed loaders `unreadable` after each pass.
+
+def share(batch: Sequence[int] | Tensor, rank: int, world: int) -> Sequence[int] | Tensor:
+    """Rank `rank`'s share of a global batch: its items rank, rank + world, ..."""
+    return batch[rank::world]
+
+
+def epoch_order(n: int, train: bool, seed: int, epoch: int) -> Tensor:
+    """(n,) int64 CPU: the order of n items in `epoch`, a permutation seeded by (seed, epoch) when
+    training, else 0..n-1."""
+    if not train:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(seed, epoch)))
+
+
+class EpochCursor:
+    """The order of each epoch, batches per epoch and where the next pass starts, shared by the loaders.
+
+    Subclasses set `dataset`, `batch_size`, `train`, `drop_last`, `seed`, `rank`, `world`, `epoch`
+    and `start_batch`; the streamed loaders `unreadable` after each pass.
     """
 
     unreadable: Sequence[int] = ()  # dataset positions of the images the last pass skipped, unreadable
+
+    def order(self, epoch: int) -> Tensor:
+        """(N,) int64 CPU: the dataset order of `epoch` (a seeded permutation when training)."""
+        return epoch_order(len(self.dataset), self.train, self.seed, epoch)
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -175,10 +200,7 @@ class Loader(EpochCursor):
             raise ReslabError(f"resize must be a positive size in pixels, got {resize}")
         if not dtype.is_floating_point:
             raise ReslabError(f"dtype must be a floating type (float32, bfloat16, ...), got {dtype}")
-        if not 0 <= rank < world:
-            raise ReslabError(f"rank must be in [0, {world}), got {rank}")
-        if world > batch_size:
-            raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
+        check_ranks(batch_size, rank, world)
         if drop_last and len(ds) < batch_size:
             raise ReslabError(f"drop_last with batch_size {batch_size} leaves no batch of the "
                               f"{len(ds)} images of {ds.name}")
@@ -202,13 +224,6 @@ class Loader(EpochCursor):
         self.epoch = 0
         self.start_batch = 0
 
-    def order(self, epoch: int) -> Tensor:
-        """(N,) int64 CPU: the dataset order of `epoch` (a seeded permutation when training)."""
-        n = len(self.dataset)
-        if not self.train:
-            return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
-
     def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
         """(n, C, H, W) uint8 on the CPU: the dataset's images at `positions`, as evaluation reads
         them before normalizing (and before `resize`, which acts on the normalized batch)."""
@@ -229,7 +244,7 @@ class Loader(EpochCursor):
             g = torch.Generator().manual_seed(_seed(self.seed, epoch, index, 1))
             x = self._augment(x, g)
         if self.world > 1:  # after the batch's augmentation draws: the same crops as on one process
-            x, y = x[self.rank::self.world], y[self.rank::self.world]
+            x, y = share(x, self.rank, self.world), share(y, self.rank, self.world)
         return self._to_float(x), y
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:

@@ -74,24 +74,22 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ReslabError
 from ..outputs import output_file, write_text
 from .datasets import IMAGE_EXTENSIONS, MissingSplitError, imagefolder_path, shards_path
-from .loader import EpochCursor, _seed
+from .loader import _seed, epoch_order, share
 from .streaming import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DeviceBatches,
     ImageCrops,
     ImageFiles,
-    check_shares,
-    default_workers,
+    StreamCursor,
+    StreamedBatch,
     folder_files,
-    share,
     stack_decoded,
-    warn_unreadable,
 )
 
 FORMAT = "reslab-shards-1"
@@ -351,7 +349,7 @@ def _pieces(ids: np.ndarray, offsets: np.ndarray) -> list[tuple[int, int, int]]:
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(ids)])]
 
 
-class ShardLoader(EpochCursor):
+class ShardLoader(StreamCursor):
     """Batches (x, y) streamed from a `ShardSplit`, decoded by `num_workers` processes.
 
     x: (B, 3, S, S) `dtype` on `device`, normalized with mean/std (the split's, ImageNet's),
@@ -362,33 +360,20 @@ class ShardLoader(EpochCursor):
     stops the run with one line.
     """
 
+    remedy = "write the shards again from readable files"
+
     def __init__(self, split: ShardSplit, batch_size: int = 256, train: bool = True, image_size: int = 224,
                  resize_size: int | None = None, num_workers: int | None = None,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, drop_last: bool | None = None,
                  seed: int = 0, device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
                  buffer: int = SHUFFLE_BUFFER):
-        check_shares(batch_size, image_size, rank, world, drop_last)
+        super().__init__(batch_size, train, image_size, num_workers, drop_last, seed, device, rank, world)
         self.dataset = split
         self.crops = ImageCrops(train, image_size, resize_size, seed)
-        self.batch_size = batch_size
-        self.train = train
-        self.num_workers = default_workers() if num_workers is None else num_workers
-        self.drop_last = train if drop_last is None else drop_last
-        self.seed = seed
-        self.device = torch.device(device)
-        self.rank, self.world = rank, world
-        self.buffer = buffer
         self.output = DeviceBatches(split.mean if mean is None else mean, split.std if std is None else std,
                                     dtype, channels_last, self.device)
-        self.epoch = 0
-        self.start_batch = 0
-        self.skipped: list[str] = []  # unreadable images met in the last pass, as SHARD:KEY.ext
-        self.unreadable: list[int] = []  # and their positions in the split
-
-    @property
-    def classes(self) -> list[str]:
-        return self.dataset.classes
+        self.buffer = buffer
 
     def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
         """(n, 3, S, S) uint8 on the CPU: the images at `positions` of the split, in that order, read
@@ -403,12 +388,15 @@ class ShardLoader(EpochCursor):
     def sequence(self, epoch: int) -> np.ndarray:
         """(N,) int64: the image indices of `epoch` in the order the ranks read them (the
         shards in a seeded order when training, else in theirs), before the shares."""
-        split, n_shards = self.dataset, len(self.dataset.shards)
-        shards = (torch.randperm(n_shards, generator=torch.Generator().manual_seed(_seed(self.seed, epoch))).tolist()
-                  if self.train else range(n_shards))
+        split = self.dataset
+        shards = epoch_order(len(split.shards), self.train, self.seed, epoch).tolist()
         seq = np.concatenate([np.arange(split.offsets[s], split.offsets[s + 1]) for s in shards] or [[]])
         seq = seq.astype(np.int64)
         return seq if split.keep is None else seq[np.isin(seq, split.keep.numpy())]
+
+    def order(self, epoch: int) -> Tensor:
+        """(N,) int64: `sequence(epoch)` as positions in the split."""
+        return torch.from_numpy(self.dataset.positions(self.sequence(epoch)))
 
     def plan(self, epoch: int) -> Pass:
         """This rank's pass of `epoch`."""
@@ -424,31 +412,16 @@ class ShardLoader(EpochCursor):
                  else np.arange(len(ids), dtype=np.int64))
         return Pass(ids, order, b, steps, _pieces(ids, self.dataset.offsets))
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch, start = self.epoch, self.start_batch
-        self.crops.epoch = epoch
+    def _batches(self, epoch: int, start: int) -> Iterator[StreamedBatch]:
         stream = _ShardStream(self.dataset, self.crops, self.plan(epoch), start)
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
-                            # its own generator: the workers' base seed never draws from the global RNG
-                            generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 2)),
-                            pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
-        bad: list[tuple[int, str]] = []
-        for index, (x, y, unread, error) in enumerate(loader, start):
+        for x, y, unread, error in self._decoders(stream, epoch, batch_size=None, collate_fn=_as_is):
             if error is not None:
                 raise ReslabError(error)
-            bad += unread
-            if x is None:
-                if self.train:  # a skipped step would shift the run's position in the epoch
-                    raise ReslabError(f"{self.dataset.root}: none of the {len(unread)} images of batch {index} of "
-                                      f"epoch {epoch} could be read (e.g. {unread[0][1]}); write the shards again "
-                                      "from readable files")
-                continue
-            yield self.output(x, y)
-        self.skipped = [name for _, name in bad]
-        self.unreadable = sorted(self.dataset.positions([g for g, _ in bad]).tolist())
-        warn_unreadable(self.dataset.root, epoch, self.skipped)
-        self.epoch, self.start_batch = epoch + 1, 0
+            yield x, y, unread
+
+    def _unreadable(self, bad: list[tuple[int, str]]) -> tuple[list[str], list[int]]:
+        # ids are image indices of the split; the names stay in the order the pass met them
+        return [name for _, name in bad], sorted(self.dataset.positions([g for g, _ in bad]).tolist())
 
 
 def _as_is(item: Any) -> Any:

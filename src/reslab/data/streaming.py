@@ -50,7 +50,7 @@ from .datasets import (
     scan_folder,
     split_folder,
 )
-from .loader import EpochCursor, Normalize, _seed
+from .loader import EpochCursor, Normalize, _seed, check_ranks, share
 
 # Photos' statistics (torchvision's): streamed data is normalized with them, as pretrained
 # torchvision and timm weights expect; no pass over the files is needed to compute others.
@@ -335,17 +335,9 @@ def check_shares(batch_size: int, image_size: int, rank: int, world: int, drop_l
     """One line when a streamed loader's batch cannot be shared between `world` ranks as asked."""
     if batch_size < 1 or image_size < 1:
         raise ReslabError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
-    if not 0 <= rank < world:
-        raise ReslabError(f"rank must be in [0, {world}), got {rank}")
-    if world > batch_size:
-        raise ReslabError(f"batch_size {batch_size} leaves no image to some of the {world} ranks")
+    check_ranks(batch_size, rank, world)
     if world > 1 and drop_last is False:
         raise ReslabError("ranks share whole batches only: drop_last must be True with world > 1")
-
-
-def share(batch: Sequence[int] | Tensor, rank: int, world: int) -> Sequence[int] | Tensor:
-    """Rank `rank`'s share of a global batch: its items rank, rank + world, ..."""
-    return batch[rank::world]
 
 
 class DeviceBatches:
@@ -384,7 +376,77 @@ def warn_unreadable(where: str | os.PathLike, epoch: int, names: list[str]) -> N
                       f"{', '.join(names[:5])}{more}", DataWarning, stacklevel=3)
 
 
-class StreamingLoader(EpochCursor):
+# a pass's batch: x uint8 (None where no image of it could be read), y, (id, name) of its unreadable images
+StreamedBatch = tuple[Tensor | None, Tensor, list[tuple[int, str]]]
+
+
+class StreamCursor(EpochCursor):
+    """The epoch cursor of the streamed loaders (`StreamingLoader`, `shards.ShardLoader`).
+
+    It checks and holds what they share (`check_shares`; drop_last defaults to `train`, and
+    `num_workers` to `default_workers`), has `num_workers` processes decode each pass from batch
+    `start_batch` of epoch `epoch` on, stops a training pass in one line at a batch with no readable
+    image, warns with the unreadable ones at the end, and advances the epoch. A subclass sets
+    `dataset`, `crops` and `output` and says how a pass reads its batches (`_batches`) and what it
+    keeps of their unreadable images (`_unreadable`).
+    """
+
+    remedy: str  # the end of the line that stops a training pass: what to do about unreadable images
+
+    def __init__(self, batch_size: int, train: bool, image_size: int, num_workers: int | None,
+                 drop_last: bool | None, seed: int, device: str | torch.device, rank: int, world: int):
+        check_shares(batch_size, image_size, rank, world, drop_last)
+        self.batch_size = batch_size
+        self.train = train
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.drop_last = train if drop_last is None else drop_last
+        self.seed = seed
+        self.device = torch.device(device)
+        self.rank, self.world = rank, world
+        self.epoch = 0
+        self.start_batch = 0
+        self.skipped: list[str] = []  # the unreadable images met in the last pass, by name (path, SHARD:KEY.ext)
+        self.unreadable: list[int] = []  # and their dataset positions
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def _decoders(self, data: torch.utils.data.Dataset, epoch: int, **batching: Any) -> DataLoader:
+        """A DataLoader of `data` in `num_workers` processes (none: this one), batched as `batching` says."""
+        return DataLoader(data, num_workers=self.num_workers, **batching,
+                          # its own generator: the workers' base seed never draws from
+                          # (or shifts) the caller's global RNG
+                          generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 2)),
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
+
+    def _batches(self, epoch: int, start: int) -> Iterator[StreamedBatch]:
+        """This rank's batches of `epoch` from batch `start` on, in order."""
+        raise NotImplementedError
+
+    def _unreadable(self, bad: list[tuple[int, str]]) -> tuple[list[str], list[int]]:
+        """(skipped, unreadable) of a pass from the (id, name) of the unreadable images it met, in order."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch, start = self.epoch, self.start_batch
+        self.crops.epoch = epoch
+        bad: list[tuple[int, str]] = []
+        for index, (x, y, unread) in enumerate(self._batches(epoch, start), start):
+            bad += unread
+            if x is None:
+                if self.train:  # a skipped step would shift the run's position in the epoch
+                    raise ReslabError(f"{self.dataset.root}: none of the {len(unread)} images of batch {index} of "
+                                      f"epoch {epoch} could be read (e.g. {unread[0][1]}); {self.remedy}")
+                continue
+            yield self.output(x, y)
+        self.skipped, self.unreadable = self._unreadable(bad)
+        warn_unreadable(self.dataset.root, epoch, self.skipped)
+        self.epoch, self.start_batch = epoch + 1, 0
+
+
+class StreamingLoader(StreamCursor):
     """Batches (x, y) from a large image folder, decoded by `num_workers` processes.
 
     source: `ImageFiles` (a split, e.g. held out by `holdout`) or a folder path. x: (B, 3,
@@ -398,34 +460,19 @@ class StreamingLoader(EpochCursor):
     the run with one line.
     """
 
+    remedy = "fix or remove the unreadable files"
+
     def __init__(self, source: str | os.PathLike | ImageFiles, batch_size: int = 256, train: bool = True,
                  image_size: int = 224, resize_size: int | None = None,
                  num_workers: int | None = None, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None, dtype: torch.dtype = torch.float32,
                  channels_last: bool = False, drop_last: bool | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1):
-        check_shares(batch_size, image_size, rank, world, drop_last)
+        super().__init__(batch_size, train, image_size, num_workers, drop_last, seed, device, rank, world)
         files = source if isinstance(source, ImageFiles) else ImageFiles.of_folder(Path(source).expanduser())
-        self.dataset = StreamingImageFolder(files, train, image_size, resize_size, seed)
-        self.batch_size = batch_size
-        self.train = train
-        self.num_workers = default_workers() if num_workers is None else num_workers
-        self.drop_last = train if drop_last is None else drop_last
-        self.dtype = dtype
-        self.channels_last = channels_last
-        self.seed = seed
-        self.device = torch.device(device)
-        self.rank, self.world = rank, world
+        self.dataset = self.crops = StreamingImageFolder(files, train, image_size, resize_size, seed)
         self.output = DeviceBatches(files.mean if mean is None else mean, files.std if std is None else std,
                                     dtype, channels_last, self.device)
-        self.epoch = 0
-        self.start_batch = 0
-        self.skipped: list[str] = []  # unreadable files met in the last pass
-        self.unreadable: list[int] = []  # and their dataset positions
-
-    @property
-    def classes(self) -> list[str]:
-        return self.dataset.classes
 
     def decoded(self, positions: Sequence[int] | Tensor) -> Tensor:
         """(n, 3, S, S) uint8 on the CPU: the files at dataset `positions`, each read alone as the
@@ -437,42 +484,20 @@ class StreamingLoader(EpochCursor):
                              [self.dataset.files.path(i) for i in positions], self.dataset.root,
                              self.dataset.image_size)
 
-    def order(self, epoch: int) -> Tensor:
-        """(N,) int64: the dataset order of `epoch` (a seeded permutation when training)."""
-        n = len(self.dataset)
-        if not self.train:
-            return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
-
     def shares(self, epoch: int, start: int = 0) -> list[list[int]]:
         """This rank's dataset indices of each batch of `epoch` from batch `start` on."""
         order, b = self.order(epoch), self.batch_size
         return [share(order[i * b:(i + 1) * b], self.rank, self.world).tolist() for i in range(start, len(self))]
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch, start = self.epoch, self.start_batch
-        self.dataset.epoch = epoch
-        loader = DataLoader(self.dataset, batch_sampler=self.shares(epoch, start),
-                            num_workers=self.num_workers, collate_fn=_collate,
-                            # its own generator: the workers' base seed never draws from
-                            # (or shifts) the caller's global RNG
-                            generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 2)),
-                            pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
-        bad: list[int] = []
-        for index, (x, y, b) in enumerate(loader, start):
-            bad += b
-            if x is None:
-                if self.train:  # a skipped step would shift the run's position in the epoch
-                    raise ReslabError(f"{self.dataset.root}: none of the {len(b)} images of batch {index} of "
-                                      f"epoch {epoch} could be read (e.g. {self.dataset.files.path(b[0])}); "
-                                      "fix or remove the unreadable files")
-                continue
-            yield self.output(x, y)
-        self.unreadable = sorted(bad)
-        self.skipped = [self.dataset.files.path(i) for i in self.unreadable]
-        warn_unreadable(self.dataset.root, epoch, self.skipped)
-        self.epoch, self.start_batch = epoch + 1, 0
+    def _batches(self, epoch: int, start: int) -> Iterator[StreamedBatch]:
+        files = self.dataset.files
+        for x, y, bad in self._decoders(self.dataset, epoch, batch_sampler=self.shares(epoch, start),
+                                        collate_fn=_collate):
+            yield x, y, [(i, files.path(i)) for i in bad]
+
+    def _unreadable(self, bad: list[tuple[int, str]]) -> tuple[list[str], list[int]]:
+        bad = sorted(bad)  # by dataset position
+        return [path for _, path in bad], [i for i, _ in bad]
 
 
 def default_workers() -> int:
