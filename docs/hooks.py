@@ -252,10 +252,11 @@ def config_page() -> str:
     for name, values in config.PRESETS.items():
         cells = ", ".join(f"`{k}={set_value(v)}`" for k, v in values.items())
         lines.append(f"| `{name}` | {cells} |")
-    deep = config.preset("paper-cifar", model=config.PAPER_WARMUP_MODELS[0])
-    lines += ["", "With `paper-cifar`, " + ", ".join(f"`{m}`" for m in config.PAPER_WARMUP_MODELS)
-              + f" also get the paper's warm-up: `warmup_lr={set_value(deep.warmup_lr)}` until the training "
-                f"error is under `warmup_until_error={set_value(deep.warmup_until_error)}`."]
+    deep = config.preset("paper-cifar", model="resnet110")
+    lines += ["", "With `paper-cifar`, CIFAR nets of 110 layers and more (`resnet110`, `resnet1202`, `plain110`, "
+              "`preact_resnet110`, ...) also get the paper's warm-up: "
+              f"`warmup_lr={set_value(deep.warmup_lr)}` until the training "
+              f"error is under `warmup_until_error={set_value(deep.warmup_until_error)}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +282,8 @@ API = [
     ("summary", "reslab.summary", "Per-layer tables."),
     ("runtime", "reslab.runtime", "Device, autocast, threads, the allocator, the environment."),
     ("outputs", "reslab.outputs", "Files written on request, never over yours."),
+    ("rundir", "reslab.rundir", "A run directory's files: the summary, the chosen checkpoint, the lock."),
+    ("atomic", "reslab.atomic", "The one atomic write."),
     ("errors", "reslab.errors", "Errors a user can fix."),
 ]
 
