@@ -19,7 +19,7 @@ def _run(tmp_path: Path, *files: str) -> RunDir:
     run = RunDir(tmp_path / "run")
     run.path.mkdir(parents=True)
     for name in files:
-        (run / name).write_text(name)
+        (run.path / name).write_text(name)
     return run
 
 
@@ -52,8 +52,8 @@ def test_a_summary_this_version_does_not_write_reads_as_none(tmp_path, text):
 def test_the_chosen_checkpoint(tmp_path):
     run = _run(tmp_path, LAST)
     assert run.chosen("model") == run.chosen("weights") == run.chosen("resume") == run.last
-    (run / BEST).write_text("b")
-    (run / "model.safetensors").write_text("w")
+    (run.path / BEST).write_text("b")
+    (run.path / "model.safetensors").write_text("w")
     assert run.chosen("model") == run.best and run.chosen("weights") == run.weights and run.chosen("resume") == run.last
     run.write_summary(Summary(**{**SUMMARY.to_dict(), "chosen": LAST}))  # the finished run tested last.pt
     assert run.chosen("model") == run.last
@@ -67,7 +67,7 @@ def test_the_chosen_checkpoint(tmp_path):
 def test_what_a_directory_holds(tmp_path):
     run = _run(tmp_path, "config.json")
     assert not run.is_run() and run.is_listed() and not run.has_checkpoint() and not run.has_log()
-    (run / "metrics.jsonl").write_text("")
+    (run.path / "metrics.jsonl").write_text("")
     assert run.is_run() and run.has_log()
     queued = _run(tmp_path / "q", "job.json")
     assert queued.is_listed() and not queued.is_run()
@@ -82,15 +82,15 @@ def test_check_new(tmp_path):
         run.check_new(other)
     run.check_new(same)  # the same recipe, killed before its first checkpoint: starts over
     assert not run.has_log() and run.config_file.is_file()
-    (run / "job.json").write_text("{}")
+    (run.path / "job.json").write_text("{}")
     run.check_new(same)  # the job's record does not count
-    (run / LAST).write_text("x")
+    (run.path / LAST).write_text("x")
     with pytest.raises(ReslabError, match="already holds a run; resume it with --resume"):
         run.check_new(same)
     mine = _run(tmp_path / "u", "notes.txt", "a.csv", "b.csv", "c.csv")
     with pytest.raises(ReslabError, match=r"files that are not a reslab run \(a.csv, b.csv, c.csv, \.\.\.\)"):
         mine.check_new(same)
-    assert (mine / "notes.txt").read_text() == "notes.txt"
+    assert (mine.path / "notes.txt").read_text() == "notes.txt"
     (tmp_path / "f").write_text("mine")
     with pytest.raises(ReslabError, match="is a file; --out takes a directory"):
         RunDir(tmp_path / "f").check_new(same)

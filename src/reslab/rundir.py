@@ -79,13 +79,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
     config_file = property(lambda self: self.path / CONFIG)
     metrics = property(lambda self: self.path / METRICS)
     summary_file = property(lambda self: self.path / SUMMARY)
