@@ -129,10 +129,41 @@ def test_rng_states_round_trip():
     set_rng_state(state)
     b = (torch.rand(3), random.random(), np.random.standard_normal(), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
-    # Python's state as nested lists (as earlier files hold it) restores the same
-    version, internal, gauss = state["python"]
-    set_rng_state({**state, "python": [version, list(internal), gauss]})
-    assert random.random() == a[1]
+
+
+def written_as(version: str, contents: dict, path):
+    """A file as a reslab writing format `version` left it (marker and digest)."""
+    contents = {**contents, "format": version}
+    torch.save({**contents, "sha256": payload_digest(contents)}, path)
+    return path
+
+
+def test_a_version_1_file_is_read_as_version_2(tmp_path):
+    random.seed(3)
+    state = rng_state()
+    expected = random.random()
+    version, internal, gauss = state["python"]  # the first runs kept it as nested lists
+    v1 = {**payload(1), "rng": {**state, "python": [version, list(internal), gauss]}, "env": {"amp": "None"}}
+    got = load_checkpoint(written_as("reslab-checkpoint-1", v1, tmp_path / "last.pt"))
+    assert got["format"] == "reslab-checkpoint-2"
+    assert got["env"] == {"loader": "memory", "amp": "None"}  # before the loader choice, runs were in memory
+    assert torch.equal(got["model"]["w"], v1["model"]["w"]) and got["state"] == v1["state"]
+    set_rng_state(got["rng"])
+    assert random.random() == expected
+    streamed = {**v1, "env": {"loader": "stream"}}
+    assert load_checkpoint(written_as("reslab-checkpoint-1", streamed, tmp_path / "s.pt"))["env"] == {"loader": "stream"}
+    assert load_checkpoint(save_checkpoint(payload(2), tmp_path / "new.pt"))["format"] == "reslab-checkpoint-2"
+
+
+def test_a_later_version_is_refused_with_what_to_do(tmp_path):
+    path = written_as("reslab-checkpoint-3", payload(1), tmp_path / "last.pt")
+    with pytest.raises(ReslabError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == (f"{path} is a version 3 checkpoint, written by a newer reslab; this one reads versions "
+                            "1 to 2: upgrade reslab to read it")
+    for marker in ("reslab-checkpoint-", "reslab-checkpoint-0", "reslab-checkpoint-x", "reslab-shards-1"):
+        with pytest.raises(ReslabError, match="not a reslab checkpoint"):
+            load_checkpoint(written_as(marker, payload(1), tmp_path / "other.pt"))
 
 
 def test_the_digest_encoding_is_fixed():

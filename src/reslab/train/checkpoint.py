@@ -9,6 +9,9 @@
 - Loaded with `torch.load(weights_only=True)`: tensors and plain Python
   values only, no pickled code runs.
 - Final weights are also written as safetensors (`export_safetensors`).
+- Versioned: the `format` marker names what a file holds (`VERSION`); a file of an earlier
+  version is read through the upgrades named by the version they read (`UPGRADES`), so every
+  reader sees the current contents; a file of a later version is refused with what to do.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from ..atomic import atomic_path
 from ..errors import ReslabError, torch_load
 from ..rundir import RunDir, prev_path
 
-FORMAT = "reslab-checkpoint-1"
+MARKER = "reslab-checkpoint-"
+# Version 2 holds the fields of train.record.Checkpoint, with env["loader"] always set and rng
+# as rng_state() returns it.
+VERSION = 2
+FORMAT = f"{MARKER}{VERSION}"
 DIGEST_KEY = "sha256"
 
 
@@ -87,17 +94,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Loads and verifies a checkpoint; a run directory means its `last.pt`.
 
     Raises ReslabError (one line) for a missing, truncated, corrupt or foreign file.
+
+    A file of an earlier format version comes back upgraded to the current one; one of a later
+    version is refused.
     """
     path = resolve_checkpoint(path)
     try:
         payload = torch_load(path, "checkpoint", map_location)
     except ReslabError as e:
         raise ReslabError(f"{e}{_prev_hint(path)}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ReslabError(f"{path} is not a reslab checkpoint (no '{FORMAT}' marker)")
+    version = format_version(payload)
+    if version is None:
+        raise ReslabError(f"{path} is not a reslab checkpoint (no '{MARKER}N' marker)")
+    if version > VERSION:
+        raise ReslabError(f"{path} is a version {version} checkpoint, written by a newer reslab; this one reads "
+                          f"versions 1 to {VERSION}: upgrade reslab to read it")
     if payload.get(DIGEST_KEY) != payload_digest(payload):
         raise ReslabError(f"checkpoint {path} is corrupt: its SHA-256 does not match its contents{_prev_hint(path)}")
+    for v in range(version, VERSION):
+        payload = {**UPGRADES[v](payload), "format": f"{MARKER}{v + 1}"}
     return payload
+
+
+def format_version(payload: Any) -> int | None:
+    """The format version a loaded file's marker names; None for a file that is not a reslab checkpoint."""
+    marker = payload.get("format") if isinstance(payload, dict) else None
+    if not isinstance(marker, str) or not marker.startswith(MARKER) or not marker[len(MARKER):].isdigit():
+        return None
+    return int(marker[len(MARKER):]) or None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -108,6 +132,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise ReslabError(f"no checkpoint at {path}")
     return path
+
+
+# --- earlier format versions ------------------------------------------------------
+def from_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (reslab-checkpoint-1) as version 2. Runs from before the loader choice have no
+    env["loader"]: they held their data in memory. The first runs kept Python's RNG state as
+    nested lists; random.setstate wants tuples."""
+    env = {"loader": "memory", **(payload.get("env") or {})}
+    rng = payload.get("rng")
+    if rng is not None:
+        rng = {**rng, "python": _to_tuple(rng["python"])}
+    return {**payload, "env": env, "rng": rng}
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+UPGRADES = {1: from_v1}  # version N's upgrade returns version N + 1's contents
 
 
 def _prev_hint(path: Path) -> str:
@@ -132,16 +175,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    random.setstate(_to_tuple(state["python"]))
+    random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy(), n["pos"], n["has_gauss"], n["gauss"]))  # int64 key, exact
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _to_tuple(x: Any) -> Any:
-    # earlier checkpoints hold Python's RNG state as nested lists; random.setstate wants tuples
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
 
 
 # --- safetensors -----------------------------------------------------------------

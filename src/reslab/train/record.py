@@ -145,8 +145,8 @@ class Checkpoint:
 
     @property
     def loader(self) -> str:
-        """How the run read its data ("memory" or "stream"); runs older than the choice were in memory."""
-        return self.env.get("loader", "memory")
+        """How the run read its data ("memory" or "stream")."""
+        return self.env["loader"]
 
     def eval_weights(self) -> dict[str, Tensor]:
         """The weights to evaluate and deploy: the EMA when the run kept one."""
