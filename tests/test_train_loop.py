@@ -276,6 +276,30 @@ def test_a_metrics_line_cut_short_is_skipped_and_the_log_goes_on(tmp_path):
         assert plot_runs([tmp_path], tmp_path / "curves.png").stat().st_size > 1000
 
 
+def test_a_runs_curves_are_drawn_train_thin_and_smoothed_held_out_bold():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reslab.train.logging import curve_series, draw_curves
+
+    records = [{"kind": "step", "step": s, "loss": 1.0, "acc": acc} for s, acc in ((1, 0.5), (2, 0.7), (3, 0.9))]
+    records += [{"kind": "epoch", "step": 3, "val_acc": 0.75, "val_loss": 0.5},
+                {"kind": "step", "step": 3, "loss": 1.0, "acc": 0.6}]  # after a resume: step 3 again
+    c = curve_series(records)
+    assert c["train_err"] == [(1, 50.0), (2, pytest.approx(30.0)), (3, pytest.approx(40.0))]
+    fig, ax = plt.subplots()
+    assert draw_curves(ax, c, "err", "C1", "r20", smooth=2) == [25.0]
+    train, held = ax.lines
+    assert train.get_linestyle() == "--" and train.get_label().startswith("_") and held.get_label() == "r20"
+    assert list(train.get_ydata()) == pytest.approx([50.0, 40.0, 35.0])  # trailing mean of 2
+    assert train.get_linewidth() < held.get_linewidth() and list(held.get_xdata()) == [3]
+    no_val = curve_series(records[:3])
+    assert draw_curves(ax, no_val, "err", "C2", "plain") == [] and ax.lines[-1].get_label() == "plain"
+    plt.close(fig)
+
+
 def test_ema_warms_up_and_averages_bn_statistics():
     from reslab.models import create_model
     from reslab.train.step import EMA

@@ -23,7 +23,7 @@ from ..rundir import RunDir
 from ..runtime import cpu_name
 from ..train import TrainConfig, read_metrics
 from ..train.config import SPEED_ONLY
-from ..train.logging import _curves, _smooth
+from ..train.logging import curve_series, draw_curves
 from ..train.record import load_trained
 from .paper import PAPER_TABLE6, Net, experiment_nets, paper_error, paper_params
 from .responses import layer_responses, plot_responses
@@ -282,15 +282,9 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
             run = run_dir(out, net, 0)
             if not RunDir(run).has_log():  # not trained yet
                 continue
-            c = _curves(read_metrics(run))
-            color = colors[i % len(colors)]
-            if c["train_err"]:
-                xs, ys = zip(*c["train_err"])
-                ax.plot(xs, _smooth(ys, 5), color=color, lw=0.8, ls="--")
-            if c["val_err"]:
-                xs, ys = zip(*c["val_err"])
-                ax.plot(xs, ys, color=color, lw=2.2, label=net.label)
-                top = max(top, min(100.0, 2 * max(ys[len(ys) // 2:])))
+            held = draw_curves(ax, curve_series(read_metrics(run)), "err", colors[i % len(colors)], net.label)
+            if held:
+                top = max(top, min(100.0, 2 * max(held[len(held) // 2:])))
         ax.set(title=group, xlabel="iterations")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

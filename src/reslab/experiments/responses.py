@@ -12,9 +12,12 @@ the signal.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ..outputs import save_figure
 
 
 @torch.no_grad()
@@ -60,7 +63,7 @@ def layer_responses(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) 
     return stds
 
 
-def plot_responses(curves: dict[str, list[float]], path, title: str = "") -> None:
+def plot_responses(curves: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """The paper's Figure 7: std by layer index (top) and sorted by magnitude (bottom);
     plain nets dashed, ResNets solid."""
     import matplotlib
@@ -85,5 +88,4 @@ def plot_responses(curves: dict[str, list[float]], path, title: str = "") -> Non
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return save_figure(fig, path, "figure")

@@ -127,7 +127,7 @@ def _fmt(v: Any) -> str:
 
 
 # --- plots ---------------------------------------------------------------------
-def _curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+def curve_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     """Per-step series; later records of the same step (after a resume) replace earlier ones."""
     out: dict[str, dict[int, float]] = {"train_loss": {}, "train_err": {}, "val_loss": {}, "val_err": {}}
     for r in records:
@@ -160,17 +160,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (run, label) in enumerate(zip(run_dirs, labels, strict=True)):
-        c = _curves(read_metrics(run))
-        color = colors[i % len(colors)]
-        for key, ax in (("train_err", ax_err), ("train_loss", ax_loss)):
-            if c[key]:
-                xs, ys = zip(*c[key], strict=True)
-                ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8,
-                        label=None if c["val_err"] else label)  # a run without validation: name its train curve
-        for key, ax in (("val_err", ax_err), ("val_loss", ax_loss)):
-            if c[key]:
-                xs, ys = zip(*c[key], strict=True)
-                ax.plot(xs, ys, color=color, lw=2.2, label=label)
+        c = curve_series(read_metrics(run))
+        draw_curves(ax_err, c, "err", colors[i % len(colors)], label, smooth)
+        draw_curves(ax_loss, c, "loss", colors[i % len(colors)], label, smooth)
     ax_err.set(xlabel="iterations", ylabel="error (%)", title="error: train dashed, validation bold")
     ax_loss.set(xlabel="iterations", ylabel="loss", title="loss", yscale="log")
     for ax in (ax_err, ax_loss):
@@ -181,6 +173,21 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def draw_curves(ax: Any, c: dict[str, list[tuple[int, float]]], kind: str, color: str, label: str,
+                smooth: int = 5) -> list[float]:
+    """One run's curves of `kind` ("err" or "loss") on `ax`: training thin, dashed and smoothed,
+    held-out bold; returns the held-out values."""
+    train, held = c[f"train_{kind}"], c[f"val_{kind}"]
+    if train:
+        xs, ys = zip(*train, strict=True)
+        ax.plot(xs, _smooth(ys, smooth), color=color, lw=0.8, ls="--", alpha=0.8,
+                label=None if held else label)  # a run without validation: name its train curve
+    if held:
+        xs, ys = zip(*held, strict=True)
+        ax.plot(xs, ys, color=color, lw=2.2, label=label)
+    return [y for _, y in held]
 
 
 def _smooth(ys: Sequence[float], k: int) -> list[float]:
