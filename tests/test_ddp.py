@@ -27,13 +27,13 @@ def _rank_main(rank: int, out: str, weights: str) -> None:
     import reslab.train.step as step
 
     models = []
-    wrap = setup._wrap
+    wrap = setup.wrap
 
     def keep(model, *args):  # the rank's own model, before DDP wraps it
         models.append(model)
         return wrap(model, *args)
 
-    setup._wrap = keep
+    setup.wrap = keep
     seen = []
     forward_backward = step.forward_backward
 
@@ -120,10 +120,10 @@ def test_a_rank_joins_its_backend_and_binds_ddp_to_its_own_device(monkeypatch, d
                         lambda *args, **kwargs: wrapped.append((args, kwargs)) or "ddp")
     model = torch.nn.Linear(2, 2)
     rank = Dist(rank=1, world=2, local_rank=1)
-    assert setup._wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
+    assert setup.wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
     assert joined == [((backend,), {})]
     assert wrapped == [((model,), {"device_ids": device_ids})]
-    assert setup._wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
+    assert setup.wrap(model, _config(), 30, rank, torch.device(device)) == "ddp"
     assert len(joined) == 1  # a process joins its group once
-    assert setup._wrap(model, _config(), 30, Dist(), torch.device(device)) is model  # one process: no DDP
+    assert setup.wrap(model, _config(), 30, Dist(), torch.device(device)) is model  # one process: no DDP
     assert len(wrapped) == 2

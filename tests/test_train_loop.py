@@ -578,7 +578,7 @@ def test_the_compile_setting_decides_whether_the_model_is_compiled(compile, step
     from reslab.train import setup
 
     model = torch.nn.Linear(2, 2)
-    wrapped = setup._wrap(model, tiny(compile=compile), steps_left, Dist(), torch.device("cpu"))
+    wrapped = setup.wrap(model, tiny(compile=compile), steps_left, Dist(), torch.device("cpu"))
     assert (wrapped is not model) == compiled
     if compiled:  # torch.compile's lazy wrapper: nothing is compiled until the first call
         assert isinstance(wrapped, torch._dynamo.eval_frame.OptimizedModule) and wrapped._orig_mod is model

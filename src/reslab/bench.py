@@ -38,7 +38,7 @@ from .backends import DTYPES as PEER_DTYPES
 from .backends import available
 from .data import Dataset, Loader
 from .errors import ReslabError
-from .models import compiled_batchnorm, create_model
+from .models import create_model
 from .models.flops import count_macs
 from .models.registry import default_input_size
 from .optimize import DTYPES as OPTIMIZE_DTYPES
@@ -47,7 +47,7 @@ from .quantize import int8_method
 from .runtime import (
     MMAP_THRESHOLD,
     TRIM_THRESHOLD,
-    amp_dtype,
+    Dist,
     cpu_flags,
     cpu_has_bf16,
     cpu_has_int8_dot,
@@ -55,6 +55,7 @@ from .runtime import (
     tune_allocator,
 )
 from .train import preset
+from .train.setup import place, precision, wrap
 from .train.step import build_optimizer, train_step
 
 STANDARD_MODELS = ("resnet50", "resnet20")
@@ -554,14 +555,11 @@ def train_step_fn(model: nn.Module, batches, fast: bool, compile: bool, bf16: bo
             return loss.detach()
 
         return plain_step
-    cfg = preset("paper-cifar", amp="bf16" if bf16 else "none")
-    model = model.to(memory_format=torch.channels_last)
+    cfg = preset("paper-cifar", amp="bf16" if bf16 else "none", compile="on" if compile else "off")
+    model = place(model, cfg, device)
     optimizer = build_optimizer(model, cfg)
-    if compile and device.type == "cpu":
-        compiled_batchnorm(model)
-    forward = torch.compile(model) if compile else model
-    amp = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    amp, scaler = precision(cfg, device)
+    forward = wrap(model, cfg, 0, Dist(), device)
 
     def step() -> Tensor:
         x, y = next(batches)

@@ -98,12 +98,9 @@ def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | Non
     splits = splits or load_data(cfg, with_test=cfg.test, loader=ckpt.loader if ckpt else None, device=device)
     model = build_model(cfg.model, model_args_for(cfg, splits), splits.image_size)
     init_note = init_weights(model, cfg.init) if cfg.init and ckpt is None else None
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place(model, cfg, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    amp = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    amp, scaler = precision(cfg, device)
     steps_per_epoch = len(make_loader(splits.train, cfg, True, device))
     if steps_per_epoch < 1:
         raise ReslabError(f"batch_size {cfg.batch_size} exceeds the {len(splits.train)} training images")
@@ -116,7 +113,7 @@ def setup(cfg: TrainConfig | None, out: Path, resume: bool, splits: Splits | Non
     if ckpt is not None:
         run.restore(ckpt)
     steps_left = total - run.state.step
-    run.model = _wrap(model, cfg, steps_left, dist, device)
+    run.model = wrap(model, cfg, steps_left, dist, device)
     if cfg.teacher:
         run.teacher = load_teacher(cfg, splits, device, compile_wanted(cfg, steps_left))
         env["teacher"] = {"model": cfg.teacher, "arch": type(getattr(run.teacher, "_orig_mod", run.teacher)).__name__}
@@ -174,13 +171,26 @@ def load_teacher(cfg: TrainConfig, splits: Splits, device: torch.device, compile
     if (t.mean, t.std, t.image_size) != (tuple(splits.mean), tuple(splits.std), tuple(splits.image_size)):
         raise ReslabError(f"teacher {cfg.teacher} expects other inputs (size {t.image_size}, mean {t.mean}, "
                           f"std {t.std}) than this run; distill from a run on the same data and resize")
-    model = trained.model.requires_grad_(False)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place(trained.model.requires_grad_(False), cfg, device)
     return torch.compile(model) if compiled else model
 
 
-def _wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, device: torch.device) -> nn.Module:
+# --- the parts of a training step, as `reslab train` and `reslab bench train` take it --------
+def place(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """`model` on `device`, in the recipe's memory format."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """The recipe's autocast dtype on `device`, and the loss scaler float16 needs."""
+    amp = amp_dtype(cfg, device)
+    return amp, torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+
+
+def wrap(model: nn.Module, cfg: TrainConfig, steps_left: int, dist: Dist, device: torch.device) -> nn.Module:
+    """The module a step calls: DDP across ranks, compiled when `compile_wanted` (on a CPU with
+    reslab's compiled BatchNorm2d)."""
     compiled = compile_wanted(cfg, steps_left)
     if compiled and device.type == "cpu":
         compiled_batchnorm(model)  # cheaper compiled BN statistics on a CPU; same parameters and state
