@@ -1,7 +1,6 @@
 """`optimize(model, dtype)`: a model made fast for inference, same outputs.
 
-The steps, each for a measured reason on CPU (see benchmarks/RESULTS.md):
-eval mode and conv+BN folding (fewer kernels, nothing lost), channels_last
+The steps (each measured on CPUs in benchmarks/RESULTS.md): eval mode and conv+BN folding (fewer kernels, nothing lost), channels_last
 (oneDNN's native layout: no reorders around every convolution), bf16 weights
 and activations (AVX512-BF16 / AMX throughput, half the memory traffic), and
 torch.compile with freezing (weights become constants, so Inductor prepacks
@@ -51,8 +50,7 @@ class _Cast(nn.Module):
 def _compiling(on: bool):
     """The settings the compilations inside this context need: Inductor's freezing (weights
     become constants: prepacked for oneDNN, BN and quantization folded), its C++ wrapper (the
-    per-kernel calls from generated C++ rather than Python: 15% off ResNet-50's batch-1 latency
-    and 7-9% at batch 16 on one CPU thread, benchmarks/RESULTS.md), and room for every
+    per-kernel calls from generated C++ rather than Python), and room for every
     optimized model of the process in Dynamo's cache. All InferenceModels share one forward, so
     past Dynamo's default of 8 entries per code object (e.g. a 5th model at 2 batch sizes) it
     would stop compiling that forward and run every later model eagerly, unoptimized."""

@@ -3,12 +3,11 @@
 `tune_allocator()`: glibc's malloc gives freed blocks of a few MiB back to the
 kernel (they are mmap'ed, or trimmed off the top of the heap) and takes fresh
 pages for the next allocation, which the kernel has to fault in and zero. A
-training step frees and allocates the same activation buffers every step, so
-with the defaults it pays for thousands of page faults each step (measured in
-benchmarks/RESULTS.md: 14% of the CPU time of a compiled ResNet-20 step went to
-the kernel; whole runs were 10-42% faster without them, with the same weights).
-Keeping freed memory in the process removes them. The cost: the process keeps
-its peak memory instead of handing it back between steps.
+training step frees and allocates the same activation buffers every step;
+keeping freed memory in the process lets the next step reuse them without a
+page fault (what that is worth: benchmarks/RESULTS.md, "Freed memory kept in the
+process"). The cost: the process keeps its peak memory instead of handing it
+back between steps.
 
 Also the choices a run makes about its process: the rank under torchrun or srun (`Dist`), the device,
 the autocast dtype, and the record of what produced it (`environment`). torch is imported

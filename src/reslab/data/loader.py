@@ -38,8 +38,8 @@ def _one_thread() -> Iterator[None]:
 
     They are small and memory-bound; split across OpenMP threads they gain
     little, and on a shared machine a descheduled thread stalls every
-    barrier (measured here: 8k instead of 45k images/s with 2 threads under
-    load). Changing the setting costs under a microsecond.
+    barrier (benchmarks/RESULTS_data.md, "Why the loader's kernels run on one
+    thread"). Changing the setting costs under a microsecond.
     """
     n = torch.get_num_threads()
     if n == 1:
@@ -153,7 +153,7 @@ class Normalize:
         x = x.clone() if x.dtype == torch.float32 else x.float()  # the caller's tensor is never changed
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # channels innermost: broadcasting over a dim of 3 does not vectorize; as rows of W * C
-            # values, each row takes the same scale and shift repeated W times (1.8x faster on a CPU)
+            # values, each row takes the same scale and shift repeated W times (benchmarks/RESULTS_data.md)
             n, c, h, w = x.shape
             rows = x.permute(0, 2, 3, 1).view(n * h, w * c)
             rows.mul_(self.scale.view(c).repeat(w)).add_(self.shift.view(c).repeat(w))

@@ -3,8 +3,8 @@
 `torch.compile` lowers `nn.BatchNorm2d`'s training forward to a Welford
 reduction: one running mean/variance update (with a division) per element,
 a long dependency chain per thread, and its backward divides by the element
-count inside the per-element loop. On a 2-core CPU the compiled ResNet-20
-step spent about as long in its BN/ReLU kernels as in the convolutions.
+count inside the per-element loop (what that costs a compiled ResNet-20 step:
+benchmarks/RESULTS.md, "BN statistics that compile to cheaper CPU code").
 
 `BatchNorm2d` is `nn.BatchNorm2d` (same parameters, buffers, state_dict,
 eval path and results to rounding) whose training forward, when traced by
