@@ -341,3 +341,13 @@ def test_two_ranks_read_each_image_of_an_epoch_once(sharded):
         assert not set(shares[0]) & set(shares[1])
         # together: the first 24 images of the epoch's shard sequence, each once; the 6 last wait
         assert sorted(shares[0] + shares[1]) == sorted(reference.sequence(epoch)[:24].tolist())
+
+
+@pytest.mark.parametrize("size", [0, -3, True, 2.5, "7"])
+def test_a_shard_size_that_is_not_a_positive_whole_number_is_refused(tmp_path, size):
+    base = tmp_path / "set"
+    _photos(base / "train", per_class=1)
+    with pytest.raises(ReslabError) as e:
+        write_shards(f"imagefolder:{base}", tmp_path / "shards", shard_size=size)
+    assert str(e.value) == f"shard_size must be a positive number of images, got {size!r}"
+    assert not (tmp_path / "shards").exists()

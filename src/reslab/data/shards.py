@@ -76,7 +76,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import ReslabError
+from ..errors import ReslabError, is_whole
 from ..outputs import output_file, write_text
 from .datasets import IMAGE_EXTENSIONS, MissingSplitError, imagefolder_path, shards_path
 from .loader import _seed, epoch_order, share
@@ -113,7 +113,7 @@ def write_shards(name: str, out: str | os.PathLike, shard_size: int = SHARD_SIZE
     base = imagefolder_path(name)
     if base is None:
         raise ReslabError(f"reslab shard writes image folders (imagefolder:PATH) as shards; got {name!r}")
-    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+    if not is_whole(shard_size, 1):
         raise ReslabError(f"shard_size must be a positive number of images, got {shard_size!r}")
     splits: dict[str, ImageFiles] = {}
     for split in SPLITS:
