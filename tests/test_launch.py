@@ -44,7 +44,7 @@ def test_a_job_record_marks_a_queued_run_that_training_then_fills(tmp_path, monk
     assert JobRecord.read(tmp_path) is None
     assert [p.name for p in run.iterdir()] == ["job.json"]  # nothing of the atomic write is left
     cfg = launch_config()
-    RunDir(run).check_new(lambda saved: recipe_differences(saved, cfg))  # the record is no run: training may start there
+    RunDir(run).check_new(recipe_differences(cfg))  # the record is no run: training may start there
     assert find_runs([tmp_path / "runs"]) == [run]
     row = run_summary(run)
     assert (row["job"], row["log"], row["status"]) == ("41_1", str(tmp_path / "slurm" / "41_1_0_log.err"), "stopped")

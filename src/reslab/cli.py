@@ -173,7 +173,7 @@ def _submit_train(args: argparse.Namespace, cfg, out: Path) -> None:
                                     cpus_per_task=args.slurm_cpus_per_task, gpus_per_node=gpus),
                      logs=out.parent / "slurm-logs", name=f"reslab-train-{out.name}")
     if cfg is not None:
-        RunDir(out).check_new(lambda saved: recipe_differences(saved, cfg))  # here, not in the job's log
+        RunDir(out).check_new(recipe_differences(cfg))  # here, not in the job's log
         cfg = cfg.replace(threads=launcher.per_task(cfg.threads, 1)[0])
     (job,) = launcher.submit([Task(out.name, out, train_or_resume, (cfg, str(out)))])
     print(f"{out}: Slurm job {job.id}, log {job.log}")

@@ -67,7 +67,7 @@ def net_config(base: TrainConfig, net: Net, seed: int) -> TrainConfig:
 
 def check_recipe(path: Path, cfg: TrainConfig) -> None:
     """Refuses a run directory that holds a run of another recipe (speed settings may differ)."""
-    RunDir(path).check_recipe(lambda saved: recipe_differences(saved, cfg), json.loads(cfg.to_json()))
+    RunDir(path).check_recipe(recipe_differences(cfg), json.loads(cfg.to_json()))
 
 
 def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,

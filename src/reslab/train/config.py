@@ -210,12 +210,13 @@ SPEED_ONLY = ("threads", "device", "compile", "log_every", "ckpt_every", "data_d
               "workers")
 
 
-def recipe_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """The fields in which a saved config.json (a dict) computes something other than `cfg`;
-    speed settings aside. Fields newer than the saved file count at their defaults."""
+def recipe_differences(cfg: TrainConfig) -> Callable[[dict[str, Any]], list[str]]:
+    """differences(saved): the fields in which a saved config.json (a dict) computes something
+    other than `cfg`, speed settings aside; fields newer than the saved file count at their
+    defaults. What RunDir.check_new and RunDir.check_recipe ask."""
     want = {k: v for k, v in json.loads(cfg.to_json()).items() if k not in SPEED_ONLY}
     defaults = json.loads(TrainConfig(model=cfg.model).to_json())
-    return [k for k, v in want.items() if saved.get(k, defaults[k]) != v]
+    return lambda saved: [k for k, v in want.items() if saved.get(k, defaults[k]) != v]
 
 
 def parse_value(text: str) -> Any:

@@ -88,7 +88,7 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, progre
     if resume and not run_dir.has_checkpoint():
         raise ReslabError(f"no checkpoint {run_dir.last} to resume: {out} holds no reslab run")
     if not resume and cfg is not None:
-        run_dir.check_new(lambda saved: recipe_differences(saved, cfg))
+        run_dir.check_new(recipe_differences(cfg))
     with run_dir.exclusive(dist.main):
         run = setup(cfg, out, resume, data, dist)
         try:
