@@ -140,7 +140,8 @@ def test_load_reslab_training_checkpoint(tmp_path) -> None:
     ema = randomize_bn(reslab.create_model("resnet20", num_classes=4))
     payload = {"model_name": "resnet20", "model_args": {"num_classes": 4, "in_chans": 3},
                "image_size": [3, 32, 32], "model": model.state_dict(), "ema": ema.state_dict(),
-               "classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "config": {}, "state": {"step": 7}}
+               "classes": list("abcd"), "mean": [0.5] * 3, "std": [0.25] * 3, "config": {}, "state": {"step": 7},
+               "env": {"loader": "memory"}}
     path = save_checkpoint(payload, tmp_path / "run" / "last.pt")
     loaded = load_any(tmp_path / "run")  # a run directory means its last.pt
     assert loaded.record.name == "resnet20" and loaded.record.image_size == (3, 32, 32)

@@ -77,11 +77,12 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     """
     if trained.config is None and data is None:
         raise ReslabError("this weights file records no data set; name one with --data")
+    record = trained.record
     cfg = trained.config or TrainConfig(data=data, val_size=0)
     name = data or cfg.data
-    root, size = data_dir or cfg.data_dir, trained.record.image_size[-1]
+    root, size = data_dir or cfg.data_dir, record.image_size[-1]
     sharded = shards_path(name) is not None
-    streamed = trained.record.loader == "stream" and (imagefolder_path(name) is not None or sharded)
+    streamed = record.loader == "stream" and (imagefolder_path(name) is not None or sharded)
 
     def read(part: str) -> Any:
         return streamed_split(name, part) if streamed else load(name, split=part, root=root, fallback_size=size)
@@ -105,24 +106,24 @@ def split_loader(trained: Trained, data: str | None = None, split: str = "test",
     if streamed:
         loader_cfg = cfg.replace(resize=size, channels_last=False)
     else:
-        loader_cfg = cfg.replace(resize=trained.record.image_size[1] if ds.images.shape[-1] != trained.record.image_size[2]
-                                 else None, channels_last=False)
+        loader_cfg = cfg.replace(resize=record.image_size[1] if ds.images.shape[-1] != record.image_size[2] else None,
+                                 channels_last=False)
     # normalize with the checkpoint's statistics, not the evaluated split's own
-    ds = dataclasses.replace(ds, mean=trained.record.mean, std=trained.record.std)
+    ds = dataclasses.replace(ds, mean=record.mean, std=record.std)
     return make_loader(ds, loader_cfg, False, torch.device(device), batch_size=batch_size)
 
 
 def _check_compatible(ds: Any, trained: Trained) -> None:
+    record = trained.record
     channels = ds.images.shape[1] if isinstance(ds, Dataset) else 3  # streamed files are read as RGB
-    if channels != trained.record.image_size[0]:
-        raise ReslabError(f"the model takes {trained.record.image_size[0]}-channel images; "
-                          f"{ds.name} has {channels}")
-    if trained.record.classes is None:  # a file that records none: the data's, if as many
+    if channels != record.image_size[0]:
+        raise ReslabError(f"the model takes {record.image_size[0]}-channel images; {ds.name} has {channels}")
+    if record.classes is None:  # a file that records none: the data's, if as many
         if len(ds.classes) != trained.model.num_classes:
             raise ReslabError(f"{ds.name} has {len(ds.classes)} classes, the model {trained.model.num_classes}")
-    elif list(ds.classes) != trained.record.classes:
+    elif list(ds.classes) != record.classes:
         raise ReslabError(f"{ds.name} has classes {list(ds.classes)[:5]}..., the checkpoint "
-                          f"{trained.record.classes[:5]}...: not the data this model was trained on")
+                          f"{record.classes[:5]}...: not the data this model was trained on")
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
@@ -176,8 +177,8 @@ def model_input(trained: Trained | Deployed, images: Tensor) -> Tensor:
     """(N, C, H, W) uint8 of a split, as a loader of `split_loader` decodes them (`decoded`) ->
     the batch it makes of them: normalized as the model was trained, resized to the model's
     input as `Loader` resizes when their size is not its."""
-    x = normalize(trained, images)
-    return x if tuple(x.shape[-2:]) == tuple(trained.record.image_size[1:]) else resize_batch(x, trained.record.image_size[1])
+    x, size = normalize(trained, images), trained.record.image_size
+    return x if tuple(x.shape[-2:]) == tuple(size[1:]) else resize_batch(x, size[1])
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 5,
@@ -191,15 +192,15 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], topk: int = 
         trained = load_deployed(checkpoint)
     else:
         trained = inference_model(checkpoint, device)
-    files = image_files(inputs)
-    streamed = trained.record.loader == "stream"  # exported files record it too
-    k = max(1, min(topk, len(trained.record.classes)))
+    files, record = image_files(inputs), trained.record
+    streamed = record.loader == "stream"  # exported files record it too
+    k = max(1, min(topk, len(record.classes)))
     results = []
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        probs = predict_tensor(trained, torch.stack([read_image(p, trained.record.image_size, streamed) for p in chunk]))
+        probs = predict_tensor(trained, torch.stack([read_image(p, record.image_size, streamed) for p in chunk]))
         p, idx = probs.topk(k, dim=1)
         for f, pr, ix in zip(chunk, p.tolist(), idx.tolist(), strict=True):
-            results.append({"file": str(f), "top": [{"class": trained.record.classes[i], "prob": round(q, 6)}
+            results.append({"file": str(f), "top": [{"class": record.classes[i], "prob": round(q, 6)}
                                                     for i, q in zip(ix, pr, strict=True)]})
     return results
