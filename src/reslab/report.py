@@ -38,7 +38,7 @@ from .experiments.report import ExperimentReport, is_experiment_dir, read_experi
 from .explain import grad_cam, gradcam_figure
 from .outputs import check_output, save_figure, write_text
 from .predict import model_input, split_loader
-from .rundir import RunDir, Summary
+from .rundir import CURVES, RunDir, Summary
 from .runtime import amp_dtype
 from .train.logging import plot_confusion, plot_runs, run_summary
 from .train.record import Trained, load_trained
@@ -111,7 +111,7 @@ def run_section(run: Path, anchor: str, tmp: Path, limit: int | None = None, mis
              f'<p class="meta">{_e(run)} &middot; {_e(row["model"])} on {_e(row["data"])} &middot; '
              f"{_e(row['status'])}, {_steps(row)} steps"
              + (f" &middot; {row['minutes']} min" if row["minutes"] else "") + "</p>"]
-    curves = plot_runs([run], tmp / "curves.png", [run.name])
+    curves = plot_runs([run], tmp / CURVES, [run.name])
     parts.append('<div class="row">')
     parts.append(f'<div class="col"><h3>Final metrics</h3>{_final_table(row, final)}</div>')
     parts.append(f'<div class="col wide"><h3>Curves</h3>{_img(curves.read_bytes(), "curves", "curves")}</div>')
