@@ -215,8 +215,14 @@ def test_a_run_kept_as_its_row_only_is_reported_not_retrained(tmp_path):
     assert [(r.label, r.test_err) for r in rows] == [(r["label"], r["test_err"]) for r in published["runs"]]
     again = json.loads((tmp_path / "again" / "degradation" / "results.json").read_text())
     assert again["environment"] == published["environment"] and "?" not in again["environment"]
-    report = (tmp_path / "again" / "degradation" / "report.md").read_text()
-    assert f"Not in the figure: {plain['run']} (its table row was kept, its training log was not)." in report
+    note = f"Not in the figure: {plain['run']} (its table row was kept, its training log was not)."
+    assert note in (tmp_path / "again" / "degradation" / "report.md").read_text()
+    assert published["figure"] == ["plain-8-s0", "resnet-8-s0"] and again["figure"] == ["resnet-8-s0"]
+    figure = tmp_path / "again" / "degradation" / "degradation.png"
+    drawn = figure.stat().st_mtime_ns
+    run_experiment("degradation", tmp_path / "again", TINY, depths=(8,), progress=False)  # collected again
+    assert figure.stat().st_mtime_ns == drawn  # a log is missing: the figure is kept, and says what it leaves out
+    assert note in (tmp_path / "again" / "degradation" / "report.md").read_text()
 
 
 def test_budget_experiment_on_digits_shares_the_depth_runs(tmp_path, capsys):

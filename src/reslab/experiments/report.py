@@ -55,13 +55,16 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
     env = _environment(recorded) if recorded else _published(folder, "environment") or _environment(paths[0])
     by_label = {s.label: s for s in summaries}
     figure = folder / f"{name}.png"
-    unlogged = [p.name for p in paths if not RunDir(p).has_log()]
+    drawn: list[str] | None = None  # the runs the figure draws, where it draws runs' logs
     if name == "budget":
         plot_budget(nets, by_label, figure, title=f"{name} on {_data_name(base)}")
-    elif unlogged and figure.is_file():  # drawn where the logs were: a figure of fewer runs would replace it
-        unlogged = []
+    elif figure.is_file() and not all(RunDir(run_dir(out, n, 0)).has_log() for n in nets):
+        drawn = _published(folder, "figure")  # drawn where more logs were: a figure of fewer would replace it
     else:
-        plot_experiment(out, nets, figure, title=f"{name} on {_data_name(base)}")
+        drawn = plot_experiment(out, nets, figure, title=f"{name} on {_data_name(base)}")
+    # finished runs the figure leaves out: their rows were kept (a new machine), their logs were not
+    unlogged = [p.name for n in nets if n.label in by_label and (p := run_dir(out, n, 0)).name not in drawn] \
+        if drawn is not None else []
     command = portable_command(command or _command(name, base, seeds, out))
     diffs = depth_differences(nets, by_label) if name == "depth" else []
     gaps = budget_gaps(nets, by_label) if name == "budget" else []
@@ -69,7 +72,7 @@ def write_report(name: str, out: str | Path, nets: Sequence[Net], rows: Sequence
                "command": command, "nets": [n.label for n in nets],
                "summary": [asdict(s) for s in summaries], "runs": [asdict(r) for r in rows],
                **({"differences": [asdict(d) for d in diffs]} if diffs else {}),
-               **({"gaps": gaps} if gaps else {})}
+               **({"gaps": gaps} if gaps else {}), **({"figure": drawn} if drawn is not None else {})}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     missing = [n.label for n in nets if n.label not in by_label]
     lines = [f"# {TITLES[name]}", "",
@@ -265,9 +268,10 @@ def findings(name: str, nets: Sequence[Net], by_label: dict[str, Summary]) -> li
     return out or ["Too few finished runs to compare with the paper yet."]
 
 
-def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str = "") -> Path:
+def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str = "") -> list[str]:
     """One panel per group (e.g. plain | ResNets, as the paper's Figure 6) from each net's
-    seed-0 run: training error thin and dashed, validation (or test) error bold."""
+    seed-0 run: training error thin and dashed, validation (or test) error bold. Returns the
+    runs drawn (those whose training log is at hand)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,11 +281,13 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), sharey=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     top = 1.0
+    drawn = []
     for ax, group in zip(axes[0], groups, strict=True):
         for i, net in enumerate(n for n in nets if n.group == group):
             run = run_dir(out, net, 0)
-            if not RunDir(run).has_log():  # not trained yet
+            if not RunDir(run).has_log():  # not trained yet, or its log is not at hand
                 continue
+            drawn.append(run.name)
             held = draw_curves(ax, curve_series(read_metrics(run)), "err", colors[i % len(colors)], net.label)
             if held:
                 top = max(top, min(100.0, 2 * max(held[len(held) // 2:])))
@@ -293,7 +299,8 @@ def plot_experiment(out: str | Path, nets: Sequence[Net], path: Path, title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path, "figure")
+    save_figure(fig, path, "figure")
+    return drawn
 
 
 def portable_command(command: str) -> str:
