@@ -161,7 +161,8 @@ def test_a_later_version_is_refused_with_what_to_do(tmp_path):
         load_checkpoint(path)
     assert str(e.value) == (f"{path} is a version 3 checkpoint, written by a newer reslab; this one reads versions "
                             "1 to 2: upgrade reslab to read it")
-    for marker in ("reslab-checkpoint-", "reslab-checkpoint-0", "reslab-checkpoint-x", "reslab-shards-1"):
+    for marker in ("reslab-checkpoint-", "reslab-checkpoint-0", "reslab-checkpoint-01", "reslab-checkpoint-\u00b2",
+                   "reslab-checkpoint-x", "reslab-shards-1"):
         with pytest.raises(ReslabError, match="not a reslab checkpoint"):
             load_checkpoint(written_as(marker, payload(1), tmp_path / "other.pt"))
 
@@ -240,3 +241,13 @@ def test_cuda_rng_states_are_saved_and_restored(monkeypatch):
     assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], states, strict=True))
     set_rng_state({k: v for k, v in state.items() if k != "cuda"})  # a checkpoint written without a GPU
     assert len(restored) == 1
+
+
+def test_a_checkpoint_without_a_runs_record_is_refused_in_one_line(tmp_path):
+    from reslab.train.record import Checkpoint
+
+    path = save_checkpoint(payload(1), tmp_path / "last.pt")  # tensors and a state, no run's record
+    with pytest.raises(ReslabError) as e:
+        Checkpoint.read(path)
+    assert str(e.value) == (f"{path} is a checkpoint without a run's record "
+                            "(missing config, model_name, model_args, std, image_size, env.loader)")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .backends import DTYPES as PEER_DTYPES
 from .backends import available
 from .data import Dataset, Loader
-from .errors import ReslabError
+from .errors import ReslabError, is_whole
 from .models import create_model
 from .models.flops import count_macs
 from .models.registry import default_input_size
@@ -452,7 +452,7 @@ def _speedups(r: Result, base: Result) -> None:
 
 
 def _check(batch: int, repeats: int, dtypes) -> None:
-    if batch < 1 or repeats < 1:
+    if not (is_whole(batch, 1) and is_whole(repeats, 1)):
         raise ReslabError(f"batch and repeats must be positive, got {batch} and {repeats}")
     bad = [d for d in dtypes if d not in OPTIMIZE_DTYPES]
     if bad:

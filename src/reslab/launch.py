@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
-from .errors import ReslabError
+from .errors import ReslabError, is_whole
 from .rundir import RunDir
 
 __all__ = ["Job", "JobRecord", "Local", "Slurm", "SlurmOptions", "Task", "job_states", "recorded_jobs",
@@ -94,7 +94,7 @@ class Local:
     each in its own spawned process (on_done(result) as each one ends)."""
 
     def __init__(self, jobs: int = 1, on_done: Callable[[Any], None] | None = None) -> None:
-        if jobs < 1:
+        if not is_whole(jobs, 1):
             raise ReslabError(f"jobs must be positive, got {jobs}")
         self.jobs, self.on_done = jobs, on_done
 

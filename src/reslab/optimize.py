@@ -50,7 +50,7 @@ class _Cast(nn.Module):
 def _compiling(on: bool):
     """The settings the compilations inside this context need: Inductor's freezing (weights
     become constants: prepacked for oneDNN, BN and quantization folded), its C++ wrapper (the
-    per-kernel calls from generated C++ rather than Python), and room for every
+    per-kernel calls from generated C++ rather than Python; benchmarks/RESULTS.md), and room for every
     optimized model of the process in Dynamo's cache. All InferenceModels share one forward, so
     past Dynamo's default of 8 entries per code object (e.g. a 5th model at 2 batch sizes) it
     would stop compiling that forward and run every later model eagerly, unoptimized."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ReslabError
+from ..errors import ReslabError, is_whole
 from .datasets import Dataset
 
 AUGMENTS = ("cifar", "cifar-reflect", "cifar-cutout", "flip", None)
@@ -194,7 +194,7 @@ class Loader(EpochCursor):
                  rank: int = 0, world: int = 1):
         if augment not in AUGMENTS:
             raise ReslabError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-        if batch_size < 1:
+        if not is_whole(batch_size, 1):
             raise ReslabError(f"batch_size must be positive, got {batch_size}")
         if resize is not None and resize < 1:
             raise ReslabError(f"resize must be a positive size in pixels, got {resize}")

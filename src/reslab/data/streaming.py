@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
-from ..errors import ReslabError
+from ..errors import ReslabError, is_whole
 from ..runtime import physical_memory
 from .datasets import (
     DataWarning,
@@ -333,7 +333,7 @@ def _collate(items: list[tuple[Tensor | None, int, int]]) -> tuple[Tensor | None
 
 def check_shares(batch_size: int, image_size: int, rank: int, world: int, drop_last: bool | None) -> None:
     """One line when a streamed loader's batch cannot be shared between `world` ranks as asked."""
-    if batch_size < 1 or image_size < 1:
+    if not (is_whole(batch_size, 1) and is_whole(image_size, 1)):
         raise ReslabError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
     check_ranks(batch_size, rank, world)
     if world > 1 and drop_last is False:

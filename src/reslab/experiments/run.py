@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ReslabError
+from ..errors import ReslabError, is_whole
 from ..evaluate import evaluate
 from ..launch import Job, Local, Slurm, Task, wait
 from ..rundir import RunDir
@@ -85,7 +85,7 @@ def run_experiment(name: str, out: str | Path, base: TrainConfig | None = None,
     experiment's run lengths (its run of the recipe's own length is shared with the other
     experiments). Returns one Row per finished run.
     """
-    if jobs < 1:
+    if not is_whole(jobs, 1):
         raise ReslabError(f"jobs must be positive, got jobs={jobs}")
     base = base or digits_recipe()
     all_nets, tasks, todo = _plan(name, out, base, depths, seeds, nets, budgets)
@@ -138,7 +138,7 @@ def _plan(name: str, out: str | Path, base: TrainConfig, depths: Sequence[int] |
     if name not in TRAINED:
         raise ReslabError(f"unknown experiment {name!r} to train; experiments: {', '.join(TRAINED)} "
                           "(responses reads their runs)")
-    if seeds < 1:
+    if not is_whole(seeds, 1):
         raise ReslabError(f"seeds must be positive, got seeds={seeds}")
     all_nets = experiment_nets(name, depths, budgets=budgets, shared=base.iters)
     chosen = experiment_nets(name, depths, nets, budgets=budgets, shared=base.iters) if nets else all_nets

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                           f"versions 1 to {VERSION}: upgrade reslab to read it")
     if payload.get(DIGEST_KEY) != payload_digest(payload):
         raise ReslabError(f"checkpoint {path} is corrupt: its SHA-256 does not match its contents{_prev_hint(path)}")
-    for v in range(version, VERSION):
+    for v in range(version, VERSION):  # (the digest stays the file's, verified above)
         payload = {**UPGRADES[v](payload), "format": f"{MARKER}{v + 1}"}
     return payload
 
@@ -119,9 +120,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def format_version(payload: Any) -> int | None:
     """The format version a loaded file's marker names; None for a file that is not a reslab checkpoint."""
     marker = payload.get("format") if isinstance(payload, dict) else None
-    if not isinstance(marker, str) or not marker.startswith(MARKER) or not marker[len(MARKER):].isdigit():
-        return None
-    return int(marker[len(MARKER):]) or None
+    found = re.fullmatch(f"{MARKER}([1-9][0-9]*)", marker) if isinstance(marker, str) else None
+    return int(found[1]) if found else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

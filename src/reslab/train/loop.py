@@ -40,7 +40,7 @@ from ..runtime import dist_from_env
 from .config import TrainConfig, recipe_differences
 from .logging import Progress, plot_runs
 from .record import Checkpoint
-from .setup import Run, setup
+from .setup import Run, place, setup
 from .splits import Splits, make_loader
 from .step import RunState, step_lr, teacher_targets, train_step
 
@@ -275,8 +275,7 @@ def _finish(run: Run, seconds: float, images: int, progress: bool) -> TrainResul
     if not run.dist.main:
         return result
     ckpt = Checkpoint.read(chosen)
-    model = ckpt.build().to(run.device).to(memory_format=torch.channels_last if run.cfg.channels_last
-                                           else torch.contiguous_format)
+    model = place(ckpt.build(), run.cfg, run.device)
     if run.cfg.test and run.data.test is not None:
         loader = make_loader(run.data.test, run.cfg, False, run.device, batch_size=512)
         result.test = evaluate(model, loader, len(run.data.classes), run.amp)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,12 @@ class Checkpoint:
     def read(cls, path: str | Path) -> Checkpoint:
         """The verified checkpoint at `path` (a run directory: its last.pt); one line if it is not one."""
         payload = load_checkpoint(path)
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in payload.items() if k in names})
-        except TypeError:
-            missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in payload)
-            raise ReslabError(f"{path} is a checkpoint without a run's record (missing {', '.join(missing)})") \
-                from None
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in payload and f.default is f.default_factory is MISSING]
+        missing += [] if "loader" in (payload.get("env") or {}) else ["env.loader"]  # always there since version 2
+        if missing:
+            raise ReslabError(f"{path} is a checkpoint without a run's record (missing {', '.join(missing)})")
+        return cls(**{f.name: payload[f.name] for f in fields if f.name in payload})
 
     def write(self, path: Path) -> Path:
         """Atomically; last.pt keeps its predecessor as prev.pt."""
