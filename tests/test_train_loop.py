@@ -153,6 +153,33 @@ def test_resume_is_bit_exact(tmp_path, digits_data, changes, request, monkeypatc
     assert not torch.equal(a["model"]["fc.weight"], mid["model"]["fc.weight"])
 
 
+def test_a_version_1_checkpoint_resumes_bit_exactly(tmp_path, digits_data):
+    """A run whose last.pt an earlier reslab wrote (format 1: no loader in env, Python's RNG state
+    as lists) resumes to the weights of the uninterrupted run."""
+    from reslab.train.checkpoint import payload_digest
+
+    cfg = tiny(iters=20, batch_size=48, val_size=600, amp="none")
+    train(cfg, tmp_path / "full", progress=False)
+
+    def stop_at_10(step):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tmp_path / "split", progress=False, on_step=stop_at_10)
+    v2 = load_checkpoint(tmp_path / "split" / "last.pt")
+    version, internal, gauss = v2["rng"]["python"]
+    v1 = {**v2, "format": "reslab-checkpoint-1", "env": {k: v for k, v in v2["env"].items() if k != "loader"},
+          "rng": {**v2["rng"], "python": [version, list(internal), gauss]}}
+    v1["sha256"] = payload_digest(v1)
+    torch.save(v1, tmp_path / "split" / "last.pt")
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("full", "split"))
+    assert b["format"] == "reslab-checkpoint-2" and b["env"]["loader"] == "memory" and b["state"]["step"] == 20
+    sa, sb = _all_state(a), _all_state(b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """kill -9 mid-run (no handler runs, maybe mid-write), then resume == the uninterrupted run, to the bit."""
     cfg = tiny(iters=300, ckpt_every=5, ema_decay=0.999, batch_size=48, val_size=600)
