@@ -138,3 +138,17 @@ class PeerCifarNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return getattr(self, self.head_name)(x.mean((2, 3)))
+
+
+def interrupt_at(cfg, out, step: int) -> None:
+    """Trains `cfg` into `out` and stops it as Ctrl-C would once `step` steps are done."""
+    import pytest
+
+    from reslab.train import TrainingInterrupted, train
+
+    def stop(done):
+        if done == step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, out, progress=False, on_step=stop)

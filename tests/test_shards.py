@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import WORLD, photos, run_ranks
+from helpers import WORLD, interrupt_at, photos, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ShardLoader, ShardSplit, open_split, write_shards
 from reslab.data.shards import MANIFEST, buffer_order
 from reslab.errors import ReslabError
-from reslab.train import TrainConfig, TrainingInterrupted, load_checkpoint, train
+from reslab.train import TrainConfig, load_checkpoint, train
 from reslab.train.splits import load_data, make_loader
 
 CPU = torch.device("cpu")
@@ -187,13 +187,7 @@ def test_resume_mid_epoch_from_shards_is_bit_exact(sharded):
     cfg = tiny(shards)  # 30 train images, batch 8: 3 steps per epoch
     tmp = shards.parent
     train(cfg, tmp / "full", progress=False)
-
-    def stop_at_4(step):
-        if step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(cfg, tmp / "split", progress=False, on_step=stop_at_4)
+    interrupt_at(cfg, tmp / "split", 4)
     mid = load_checkpoint(tmp / "split" / "last.pt")
     assert (mid["state"]["step"], mid["state"]["epoch"], mid["state"]["batch"]) == (4, 1, 1)
     assert mid["env"]["loader"] == "stream"

@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 
+from helpers import interrupt_at
 from reslab.errors import ReslabError
 from reslab.runtime import Dist, cpu_has_bf16
 from reslab.train import NonFiniteLoss, TrainConfig, TrainingInterrupted, load_checkpoint, train
@@ -121,13 +122,7 @@ def test_resume_is_bit_exact(tmp_path, digits_data, changes, request, monkeypatc
     # 1437 - 120 images / 48 = 27 batches per epoch: use epochs shorter than the run to cross one
     cfg = cfg.replace(val_size=600)  # 837 train images -> 17 batches per epoch; the stop at 10 is mid-epoch
     train(cfg, tmp_path / "full", progress=False, data=None)
-
-    def stop_at_10(step):
-        if step == 10:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(cfg, tmp_path / "split", progress=False, on_step=stop_at_10)
+    interrupt_at(cfg, tmp_path / "split", 10)
     mid = load_checkpoint(tmp_path / "split" / "last.pt")
     assert mid["state"]["step"] == 10 and mid["state"]["batch"] == 10
     import reslab.train.setup as setup
@@ -160,13 +155,7 @@ def test_a_version_1_checkpoint_resumes_bit_exactly(tmp_path, digits_data):
 
     cfg = tiny(iters=20, batch_size=48, val_size=600, amp="none")
     train(cfg, tmp_path / "full", progress=False)
-
-    def stop_at_10(step):
-        if step == 10:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(cfg, tmp_path / "split", progress=False, on_step=stop_at_10)
+    interrupt_at(cfg, tmp_path / "split", 10)
     v2 = load_checkpoint(tmp_path / "split" / "last.pt")
     version, internal, gauss = v2["rng"]["python"]
     v1 = {**v2, "format": "reslab-checkpoint-1", "env": {k: v for k, v in v2["env"].items() if k != "loader"},

@@ -11,12 +11,12 @@ import warnings
 import pytest
 import torch
 
-from helpers import WORLD, photos, run_ranks
+from helpers import WORLD, interrupt_at, photos, run_ranks
 from reslab import cli
 from reslab.data import DataWarning, ImageFiles, Loader, StreamingLoader, folder_files, streaming
 from reslab.data.streaming import IMAGENET_MEAN, IMAGENET_STD
 from reslab.errors import ReslabError
-from reslab.train import TrainConfig, TrainingInterrupted, load_checkpoint, preset, train
+from reslab.train import TrainConfig, load_checkpoint, preset, train
 from reslab.train.splits import load_data, make_loader
 
 CPU = torch.device("cpu")
@@ -95,13 +95,7 @@ def test_streamed_resume_is_bit_exact(tmp_path, monkeypatch):
     monkeypatch.setattr(streaming, "memory_budget", lambda device=None: 1000)
     cfg = tiny(tmp_path / "imgs", loader="auto")  # 24 images, 4 held out: 2 batches of 8 per epoch, 4 left over
     train(cfg, tmp_path / "full", progress=False)
-
-    def stop_at_3(step):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(cfg, tmp_path / "split", progress=False, on_step=stop_at_3)
+    interrupt_at(cfg, tmp_path / "split", 3)
     mid = load_checkpoint(tmp_path / "split" / "last.pt")
     assert (mid["state"]["step"], mid["state"]["epoch"], mid["state"]["batch"]) == (3, 1, 1)
     assert mid["env"]["loader"] == "stream"
